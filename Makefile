@@ -1,0 +1,27 @@
+# qtutor: `make lab` to learn, `make test` to check. Every target sets up .venv first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: lab test demo clean
+
+# Create the virtual environment and install qtutor with its dev extra (again whenever pyproject.toml changes).
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+lab: $(STAMP)  ## open the course in JupyterLab
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks
+
+test: $(STAMP)  ## unit tests, then every notebook under nbval (strict: outputs must match)
+	$(PY) -m pytest --nbval --doctest-modules tests qtutor notebooks
+
+demo: $(STAMP)  ## the command line end to end on the bundled data
+	$(PY) -m qtutor
+	@echo "make demo will train, quantize, evaluate and predict on the bundled data once the DenseNet tasks land."
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .hypothesis

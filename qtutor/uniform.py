@@ -1,0 +1,285 @@
+"""Uniform (affine) quantization: scale, zero-point, quantize, dequantize.
+
+Introduced in notebook 01 (uniform quantization); every later notebook and the
+command line build on it. Each function matches PyTorch's own kernels bit for
+bit at 8 bits (``torch.quantize_per_tensor``, ``torch.quantize_per_channel``,
+``torch.fake_quantize_per_tensor_affine``,
+``torch.fake_quantize_per_channel_affine`` and the ``MinMaxObserver`` family),
+and extends them to any bit width from 2 to 16.
+
+The affine map between a real value ``x`` and its integer code ``q`` is::
+
+    q = clamp(round(x / scale) + zero_point, qmin, qmax)
+    x_hat = (q - zero_point) * scale
+
+``round`` is round-half-to-even, and ``x / scale`` is computed as
+``x * (1 / scale)`` in float32, exactly as PyTorch's kernels do it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = [
+    "MIN_BITS",
+    "MAX_BITS",
+    "qrange",
+    "integer_dtype",
+    "qparams",
+    "quantize",
+    "dequantize",
+    "fake_quantize",
+    "mse",
+    "sqnr_db",
+]
+
+MIN_BITS = 2
+MAX_BITS = 16
+
+# torch.finfo(torch.float32).eps: PyTorch's observers never return a smaller scale.
+_EPS = torch.finfo(torch.float32).eps
+
+
+def _check_bits(bits: int) -> int:
+    """Return ``bits`` if it is a whole number in 2..16, else raise ValueError."""
+    if isinstance(bits, bool) or not isinstance(bits, int) or not MIN_BITS <= bits <= MAX_BITS:
+        raise ValueError(f"bits={bits!r}: expected a whole number from {MIN_BITS} to {MAX_BITS}")
+    return bits
+
+
+def qrange(bits: int = 8, signed: bool = False) -> tuple[int, int]:
+    """The integer range ``(qmin, qmax)`` of a ``bits``-wide code.
+
+    Unsigned codes run from 0 to 2**bits - 1, signed ones (two's complement)
+    from -2**(bits-1) to 2**(bits-1) - 1. Introduced in notebook 01.
+
+    >>> qrange(8), qrange(8, signed=True), qrange(4)
+    ((0, 255), (-128, 127), (0, 15))
+    """
+    _check_bits(bits)
+    if signed:
+        return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    return 0, 2**bits - 1
+
+
+def integer_dtype(bits: int = 8, signed: bool = False) -> torch.dtype:
+    """The smallest torch integer dtype that holds every ``bits``-wide code.
+
+    uint8/int8 up to 8 bits, int16 for signed codes up to 16 bits, int32 for
+    unsigned codes of 9 to 16 bits. Introduced in notebook 01.
+    """
+    _check_bits(bits)
+    if bits <= 8:
+        return torch.int8 if signed else torch.uint8
+    return torch.int16 if signed else torch.int32
+
+
+def _as_float_tensor(value, name: str) -> torch.Tensor:
+    """``value`` (number or tensor) as a float32 tensor whose values are all finite."""
+    tensor = torch.as_tensor(value).detach()
+    if tensor.is_complex() or tensor.dtype == torch.bool:
+        raise ValueError(f"{name}={value!r}: expected real numbers")
+    tensor = tensor.to(torch.float32)
+    if not torch.isfinite(tensor).all():
+        raise ValueError(f"{name}={_show(tensor)}: expected finite numbers, not NaN or infinity")
+    return tensor
+
+
+def _show(tensor: torch.Tensor) -> str:
+    """A short printable form of a tensor for error messages."""
+    if tensor.numel() == 1:
+        return repr(tensor.item())
+    values = ", ".join(f"{v:g}" for v in tensor.flatten()[:4].tolist())
+    return f"[{values}{', ...' if tensor.numel() > 4 else ''}] (shape {tuple(tensor.shape)})"
+
+
+def qparams(min_val, max_val, *, bits: int = 8, signed: bool = False, symmetric: bool = False):
+    """Scale and zero-point that map the range ``[min_val, max_val]`` onto ``bits``-wide codes.
+
+    ``min_val`` and ``max_val`` are numbers (per-tensor) or 1-D tensors of the
+    same length (per-channel). The range is first widened to include 0, so that
+    a real 0 (zero padding, ReLU outputs) has an exact code.
+
+    - affine (``symmetric=False``): ``scale = (max - min) / (qmax - qmin)`` and
+      ``zero_point = qmin - round(min / scale)``, clamped into the code range.
+    - symmetric: ``scale = max(|min|, |max|) / ((qmax - qmin) / 2)`` and the
+      zero-point is 0 for signed codes, ``2**(bits-1)`` for unsigned ones.
+
+    The scale is never below float32's machine epsilon. Returns
+    ``(scale, zero_point)`` as float32 and int64 tensors shaped like the inputs
+    (0-d for numbers). At 8 bits the results equal PyTorch's
+    ``MinMaxObserver`` / ``PerChannelMinMaxObserver.calculate_qparams`` for
+    quint8/qint8, affine/symmetric. Introduced in notebook 01.
+
+    >>> qparams(-1.0, 1.0)  # zero_point 127, not 128: -1 / scale is -127.49999 in float32
+    (tensor(0.0078), tensor(127))
+    >>> qparams(-1.0, 1.0, symmetric=True)
+    (tensor(0.0078), tensor(128))
+    """
+    qmin, qmax = qrange(bits, signed)
+    low = _as_float_tensor(min_val, "min_val")
+    high = _as_float_tensor(max_val, "max_val")
+    if low.shape != high.shape or low.dim() > 1:
+        raise ValueError(
+            f"min_val shape {tuple(low.shape)} and max_val shape {tuple(high.shape)}: "
+            "expected two numbers or two 1-D tensors of the same length"
+        )
+    if (low > high).any():
+        bad = (low > high).nonzero().flatten()[0].item() if low.dim() else None
+        where = "" if bad is None else f" at channel {bad}"
+        pair = (low, high) if bad is None else (low[bad], high[bad])
+        raise ValueError(
+            f"min_val={pair[0].item()!r} is above max_val={pair[1].item()!r}{where}: "
+            "expected min_val <= max_val"
+        )
+    low = torch.minimum(low, torch.zeros_like(low))
+    high = torch.maximum(high, torch.zeros_like(high))
+    eps = torch.tensor(_EPS, dtype=torch.float32)
+    if symmetric:
+        scale = torch.maximum(torch.maximum(-low, high) / (float(qmax - qmin) / 2), eps)
+        zero_point = torch.full_like(low, 0 if signed else 2 ** (bits - 1), dtype=torch.int64)
+    else:
+        scale = torch.maximum((high - low) / float(qmax - qmin), eps)
+        zero_point = qmin - torch.round(low / scale).to(torch.int64)
+        zero_point = zero_point.clamp(qmin, qmax)
+    return scale, zero_point
+
+
+def _channel_view(param: torch.Tensor, x: torch.Tensor, axis: int | None, name: str) -> torch.Tensor:
+    """Shape a per-channel ``param`` so it broadcasts along ``axis`` of ``x``."""
+    if axis is None:
+        if param.numel() != 1:
+            raise ValueError(
+                f"{name} has {param.numel()} values but axis=None: expected one value "
+                "(pass axis=... for per-channel quantization)"
+            )
+        return param.reshape(())
+    if isinstance(axis, bool) or not isinstance(axis, int) or not -x.dim() <= axis < x.dim():
+        raise ValueError(f"axis={axis!r}: expected an integer from {-x.dim()} to {x.dim() - 1} "
+                         f"for a tensor of shape {tuple(x.shape)}")
+    axis = axis % x.dim()
+    channels = x.shape[axis]
+    if param.dim() > 1 or param.numel() not in (1, channels):
+        raise ValueError(
+            f"{name} has shape {tuple(param.shape)}: expected one value or {channels} values, "
+            f"one per channel of axis {axis}"
+        )
+    shape = [1] * x.dim()
+    shape[axis] = -1
+    return param.reshape(-1).reshape(shape) if param.numel() == channels else param.reshape(())
+
+
+def _checked_params(x, scale, zero_point, bits, signed, axis):
+    """Validate and broadcast ``scale`` and ``zero_point`` against ``x``."""
+    qmin, qmax = qrange(bits, signed)
+    scale_t = _as_float_tensor(scale, "scale")
+    if (scale_t <= 0).any():
+        raise ValueError(f"scale={_show(scale_t)}: expected positive numbers")
+    zp_t = torch.as_tensor(zero_point).detach()
+    if zp_t.is_floating_point() and not torch.equal(zp_t, zp_t.round()):
+        raise ValueError(f"zero_point={_show(zp_t)}: expected whole numbers")
+    zp_t = zp_t.to(torch.int64)
+    if ((zp_t < qmin) | (zp_t > qmax)).any():
+        kind = "signed" if signed else "unsigned"
+        raise ValueError(
+            f"zero_point={_show(zp_t)}: expected values in {qmin}..{qmax}, "
+            f"the {kind} {bits}-bit range"
+        )
+    return _channel_view(scale_t, x, axis, "scale"), _channel_view(zp_t, x, axis, "zero_point")
+
+
+def _as_input(x) -> torch.Tensor:
+    """``x`` as a float32 tensor, without NaN values."""
+    x = torch.as_tensor(x)
+    if not x.is_floating_point():
+        raise ValueError(f"x has dtype {x.dtype}: expected a floating-point tensor")
+    x = x.to(torch.float32)
+    if torch.isnan(x).any():
+        raise ValueError("x contains NaN: expected numbers (NaN has no quantized code)")
+    return x
+
+
+def _codes(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int):
+    """Integer codes as float32 values: clamp(round(x * (1/scale)) + zero_point)."""
+    inverse_scale = torch.reciprocal(scale)
+    return (torch.round(x * inverse_scale) + zero_point).clamp_(qmin, qmax)
+
+
+def quantize(x, scale, zero_point, *, bits: int = 8, signed: bool = False, axis: int | None = None):
+    """Integer codes of ``x``: ``clamp(round(x / scale) + zero_point, qmin, qmax)``.
+
+    Per-tensor when ``axis`` is None (one scale and zero-point); per-channel
+    when ``axis`` names a dimension of ``x`` (one scale and zero-point per index
+    along it). Rounding is half-to-even on ``x * (1 / scale)`` in float32, as
+    PyTorch does. Returns uint8/int8 codes up to 8 bits and a wider integer
+    dtype above (see :func:`integer_dtype`). Bit-exact against
+    ``torch.quantize_per_tensor`` / ``torch.quantize_per_channel(...).int_repr()``.
+    Introduced in notebook 01.
+
+    >>> quantize(torch.tensor([-1.0, 0.0, 0.5, 1.0]), 2 / 255, 128)
+    tensor([  1, 128, 192, 255], dtype=torch.uint8)
+    """
+    qmin, qmax = qrange(bits, signed)
+    x = _as_input(x)
+    scale_b, zp_b = _checked_params(x, scale, zero_point, bits, signed, axis)
+    return _codes(x, scale_b, zp_b, qmin, qmax).to(integer_dtype(bits, signed))
+
+
+def dequantize(q, scale, zero_point, *, axis: int | None = None) -> torch.Tensor:
+    """Real values of integer codes ``q``: ``(q - zero_point) * scale`` in float32.
+
+    ``axis`` as in :func:`quantize`. Bit-exact against ``Tensor.dequantize()``
+    of PyTorch's quantized tensors. Introduced in notebook 01.
+    """
+    q = torch.as_tensor(q)
+    if q.is_floating_point() or q.is_complex() or q.dtype == torch.bool:
+        raise ValueError(f"q has dtype {q.dtype}: expected an integer tensor of codes")
+    scale_t = _as_float_tensor(scale, "scale")
+    if (scale_t <= 0).any():
+        raise ValueError(f"scale={_show(scale_t)}: expected positive numbers")
+    zp_t = torch.as_tensor(zero_point).detach().to(torch.int64)
+    scale_b = _channel_view(scale_t, q, axis, "scale")
+    zp_b = _channel_view(zp_t, q, axis, "zero_point")
+    return (q.to(torch.int64) - zp_b).to(torch.float32) * scale_b
+
+
+def fake_quantize(x, scale, zero_point, *, bits: int = 8, signed: bool = False,
+                  axis: int | None = None) -> torch.Tensor:
+    """``dequantize(quantize(x))`` in one float32 step: ``x`` snapped to the nearest level.
+
+    Used to simulate quantization inside a float model (notebooks 06 and 08).
+    Bit-exact against ``torch.fake_quantize_per_tensor_affine`` and
+    ``torch.fake_quantize_per_channel_affine``. Introduced in notebook 01.
+    """
+    qmin, qmax = qrange(bits, signed)
+    x = _as_input(x)
+    scale_b, zp_b = _checked_params(x, scale, zero_point, bits, signed, axis)
+    return (_codes(x, scale_b, zp_b, qmin, qmax) - zp_b) * scale_b
+
+
+def mse(x, x_hat) -> float:
+    """Mean squared error between a tensor and its quantized version. Introduced in notebook 01."""
+    x, x_hat = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(x_hat, dtype=torch.float64)
+    if x.shape != x_hat.shape:
+        raise ValueError(f"x shape {tuple(x.shape)} and x_hat shape {tuple(x_hat.shape)}: expected equal shapes")
+    return torch.mean((x - x_hat) ** 2).item()
+
+
+def sqnr_db(x, x_hat) -> float:
+    """Signal-to-quantization-noise ratio in decibels: ``10 log10(sum x^2 / sum (x - x_hat)^2)``.
+
+    Higher is better; each extra bit of a uniform quantizer adds about 6 dB.
+    ``inf`` when the reconstruction is exact. Introduced in notebook 01.
+    """
+    x, x_hat = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(x_hat, dtype=torch.float64)
+    if x.shape != x_hat.shape:
+        raise ValueError(f"x shape {tuple(x.shape)} and x_hat shape {tuple(x_hat.shape)}: expected equal shapes")
+    noise = torch.sum((x - x_hat) ** 2).item()
+    signal = torch.sum(x**2).item()
+    if noise == 0:
+        return math.inf
+    if signal == 0:
+        return -math.inf
+    return 10 * math.log10(signal / noise)
