@@ -1,0 +1,190 @@
+"""Non-uniform quantizers: logarithmic (powers of two), k-means codebooks, mu-law companding.
+
+Logarithmic quantization is introduced in notebook 03, k-means and companding
+in notebook 04, which also compares every method on one tensor with
+:func:`compare_methods`. All quantizers are vectorised: no Python loop runs
+over elements (k-means loops over its iterations only).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from qtutor.observers import mse_range
+from qtutor.uniform import fake_quantize, qparams, sqnr_db
+
+__all__ = [
+    "log_quantize",
+    "log_dequantize",
+    "log_fake_quantize",
+    "shift_multiply",
+    "kmeans_codebook",
+    "assign_to_codebook",
+    "lut_dequantize",
+    "kmeans_fake_quantize",
+    "mulaw_fake_quantize",
+    "compare_methods",
+]
+
+
+def _float_input(x) -> torch.Tensor:
+    x = torch.as_tensor(x, dtype=torch.float32)
+    if not torch.isfinite(x).all():
+        raise ValueError("x contains NaN or infinity: expected finite values")
+    return x
+
+
+def _check_bits(bits: int, low: int = 2, high: int = 8) -> None:
+    if isinstance(bits, bool) or not isinstance(bits, int) or not low <= bits <= high:
+        raise ValueError(f"bits={bits!r}: expected a whole number from {low} to {high}")
+
+
+def log_quantize(x, *, bits: int = 4, max_exponent: int | None = None):
+    """Sign and exponent codes of ``x`` rounded to the nearest of ``±2**e`` or 0.
+
+    One bit holds the sign; the other ``bits - 1`` bits hold ``2**(bits-1)``
+    codes: code 0 means zero, code ``k >= 1`` means magnitude
+    ``2**(max_exponent - (levels - 1) + k - 1)``, so the largest magnitude is
+    ``2**max_exponent`` (by default the power of two nearest ``max|x|``).
+    Magnitudes round to the nearest level in linear distance.
+    Returns ``(sign, code, max_exponent)`` with ``sign`` in {-1, 0, 1}.
+    Introduced in notebook 03.
+    """
+    _check_bits(bits)
+    x = _float_input(x)
+    levels = 2 ** (bits - 1) - 1  # non-zero magnitudes
+    magnitude = x.abs()
+    if max_exponent is None:
+        top = magnitude.max().item()
+        max_exponent = round(math.log2(top)) if top > 0 else 0
+    min_exponent = max_exponent - levels + 1
+    exponent = torch.floor(torch.log2(magnitude.clamp(min=torch.finfo(torch.float32).tiny)))
+    # Round up to the next power when the value is past the midpoint 1.5 * 2**e.
+    exponent = exponent + (magnitude > 1.5 * torch.exp2(exponent)).float()
+    exponent = exponent.clamp(max=max_exponent)
+    code = (exponent - min_exponent + 1).clamp(min=0)
+    # Below the smallest level: zero when nearer 0 than 2**min_exponent.
+    code = torch.where(magnitude < 0.5 * 2.0**min_exponent, 0, code.clamp(min=1)).to(torch.int64)
+    sign = torch.sign(x).to(torch.int64) * (code > 0)
+    return sign, code, max_exponent
+
+
+def log_dequantize(sign, code, max_exponent: int, *, bits: int = 4) -> torch.Tensor:
+    """Values of logarithmic codes: ``sign * 2**(min_exponent + code - 1)``, 0 for code 0."""
+    _check_bits(bits)
+    min_exponent = max_exponent - (2 ** (bits - 1) - 1) + 1
+    magnitude = torch.exp2((min_exponent + code - 1).to(torch.float32))
+    return torch.where(code > 0, sign.to(torch.float32) * magnitude, 0.0)
+
+
+def log_fake_quantize(x, *, bits: int = 4, max_exponent: int | None = None) -> torch.Tensor:
+    """``x`` snapped to the nearest power-of-two level (see :func:`log_quantize`)."""
+    sign, code, top = log_quantize(x, bits=bits, max_exponent=max_exponent)
+    return log_dequantize(sign, code, top, bits=bits)
+
+
+def shift_multiply(a: torch.Tensor, exponent: int) -> torch.Tensor:
+    """``a * 2**exponent`` for integer ``a`` with a bit shift instead of a multiplier.
+
+    A left shift for ``exponent >= 0``; an arithmetic right shift (which
+    rounds toward minus infinity, like ``floor``) for ``exponent < 0``.
+    Introduced in notebook 03.
+    """
+    if a.is_floating_point():
+        raise ValueError(f"a has dtype {a.dtype}: expected an integer tensor")
+    if exponent >= 0:
+        return torch.bitwise_left_shift(a, exponent)
+    return torch.bitwise_right_shift(a, -exponent)
+
+
+def assign_to_codebook(x, codebook) -> torch.Tensor:
+    """Index of the nearest codebook entry for every element (ties go to the lower entry).
+
+    ``codebook`` must be sorted ascending. Introduced in notebook 04.
+    """
+    x = _float_input(x)
+    codebook = torch.as_tensor(codebook, dtype=torch.float32)
+    if codebook.dim() != 1 or codebook.numel() == 0 or (codebook.diff() < 0).any():
+        raise ValueError("codebook: expected a non-empty 1-D tensor sorted ascending")
+    midpoints = (codebook[1:] + codebook[:-1]) / 2
+    return torch.bucketize(x, midpoints, right=False)
+
+
+def lut_dequantize(indices, codebook) -> torch.Tensor:
+    """Values of codebook indices: a look-up table, ``codebook[indices]``. Introduced in notebook 04."""
+    return torch.as_tensor(codebook, dtype=torch.float32)[torch.as_tensor(indices, dtype=torch.int64)]
+
+
+def kmeans_codebook(x, *, bits: int = 4, iterations: int = 50) -> tuple[torch.Tensor, torch.Tensor]:
+    """A ``2**bits``-entry codebook from Lloyd-Max (1-D k-means) iterations, and each element's index.
+
+    Starts from the uniform min-max levels (deterministic, no seed needed), so
+    the result is never worse than uniform quantization; each iteration assigns
+    every value to its nearest entry and moves each entry to the mean of its
+    values, which can only lower the squared error. Returns ``(codebook, indices)``, the codebook
+    sorted ascending. Introduced in notebook 04.
+    """
+    _check_bits(bits, 1, 8)
+    x = _float_input(x).flatten()
+    entries = 2**bits
+    codebook = torch.linspace(x.min().item(), x.max().item(), entries)
+    for _ in range(iterations):
+        indices = assign_to_codebook(x, codebook)
+        sums = torch.zeros(entries, dtype=torch.float64).index_add_(0, indices, x.to(torch.float64))
+        counts = torch.bincount(indices, minlength=entries).to(torch.float64)
+        updated = torch.where(counts > 0, sums / counts.clamp(min=1), codebook.to(torch.float64))
+        updated = torch.sort(updated.to(torch.float32)).values
+        if torch.equal(updated, codebook):
+            break
+        codebook = updated
+    return codebook, assign_to_codebook(x, codebook)
+
+
+def kmeans_fake_quantize(x, *, bits: int = 4, iterations: int = 50) -> torch.Tensor:
+    """``x`` replaced by its nearest k-means codebook entry, in the shape of ``x``."""
+    x = _float_input(x)
+    codebook, indices = kmeans_codebook(x, bits=bits, iterations=iterations)
+    return lut_dequantize(indices, codebook).reshape(x.shape)
+
+
+def mulaw_fake_quantize(x, *, bits: int = 8, mu: float = 255.0) -> torch.Tensor:
+    """mu-law companding: compress, quantize uniformly, expand.
+
+    ``y = sign(x) * ln(1 + mu |x| / m) / ln(1 + mu)`` with ``m = max|x|`` maps
+    values to [-1, 1] with more levels near zero; ``y`` is quantized with a
+    signed uniform quantizer whose outermost levels are exactly ±1, and expanded back. Introduced in notebook 04.
+    """
+    _check_bits(bits, 2, 16)
+    if not mu > 0:
+        raise ValueError(f"mu={mu!r}: expected a positive number")
+    x = _float_input(x)
+    peak = x.abs().max()
+    if peak == 0:
+        return x.clone()
+    compressed = torch.sign(x) * torch.log1p(mu * x.abs() / peak) / math.log1p(mu)
+    scale = 1.0 / (2 ** (bits - 1) - 1)  # levels -1..1 in steps of scale: the peak stays exact
+    snapped = fake_quantize(compressed, scale, 0, bits=bits, signed=True)
+    return torch.sign(snapped) * peak * torch.expm1(snapped.abs() * math.log1p(mu)) / mu
+
+
+def compare_methods(x, bit_widths=(2, 3, 4, 8)) -> dict[str, dict[int, float]]:
+    """SQNR in dB of every method at every bit width, on the same tensor ``x``.
+
+    Methods: ``uniform`` (min-max), ``clipped`` (uniform over the MSE-optimal
+    clipped range), ``log`` (powers of two), ``kmeans`` (Lloyd-Max codebook)
+    and ``mulaw`` (companding). Introduced in notebook 04.
+    """
+    x = _float_input(x)
+    table: dict[str, dict[int, float]] = {m: {} for m in ("uniform", "clipped", "log", "kmeans", "mulaw")}
+    for bits in bit_widths:
+        scale, zero_point = qparams(x.min(), x.max(), bits=bits)
+        table["uniform"][bits] = sqnr_db(x, fake_quantize(x, scale, zero_point, bits=bits))
+        low, high = mse_range(x, bits=bits)
+        scale, zero_point = qparams(low, high, bits=bits)
+        table["clipped"][bits] = sqnr_db(x, fake_quantize(x, scale, zero_point, bits=bits))
+        table["log"][bits] = sqnr_db(x, log_fake_quantize(x, bits=bits))
+        table["kmeans"][bits] = sqnr_db(x, kmeans_fake_quantize(x, bits=bits))
+        table["mulaw"][bits] = sqnr_db(x, mulaw_fake_quantize(x, bits=bits))
+    return table

@@ -1,0 +1,82 @@
+"""Matplotlib figures the notebooks share.
+
+Every function draws on an ``Axes`` it is given (so figures compose) or builds a
+``matplotlib.figure.Figure`` without pyplot, so nothing is shown twice and
+nothing leaks between widget redraws.
+"""
+
+from __future__ import annotations
+
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+
+from qtutor.formats import bit_fields
+
+__all__ = ["new_figure", "draw_bit_layout", "plot_levels", "plot_error", "plot_sqnr", "FIELD_COLOURS"]
+
+FIELD_COLOURS = {"sign": "#e76f51", "exponent": "#2a9d8f", "mantissa": "#e9c46a", "bits": "#8ab17d"}
+
+
+def new_figure(width: float = 9, height: float = 3.2, ncols: int = 1, nrows: int = 1, **kwargs):
+    """A pyplot-free figure and its axes (``ncols`` x ``nrows``), sized in inches."""
+    figure = Figure(figsize=(width, height), layout="constrained")
+    axes = figure.subplots(nrows, ncols, squeeze=True, **kwargs)
+    return figure, axes
+
+
+def draw_bit_layout(ax, value: float, dtype, label: str | None = None) -> None:
+    """One row of boxes, one per bit of ``value`` stored as ``dtype``, coloured by field (notebook 00)."""
+    fields = bit_fields(value, dtype)
+    position = 0
+    for field, bits in fields.items():
+        for bit in bits:
+            ax.add_patch(Rectangle((position, 0), 1, 1, facecolor=FIELD_COLOURS[field], edgecolor="white"))
+            ax.text(position + 0.5, 0.5, bit, ha="center", va="center", fontsize=8, family="monospace")
+            position += 1
+        start = position - len(bits)
+        ax.text((start + position) / 2, 1.15, f"{field} ({len(bits)})", ha="center", va="bottom", fontsize=8)
+    ax.set_xlim(0, 32)
+    ax.set_ylim(0, 1.7)
+    ax.set_axis_off()
+    ax.set_title(label or f"{value!r} as {str(dtype).replace('torch.', '')}", loc="left", fontsize=9)
+
+
+def plot_levels(ax, x, levels, *, title: str = "", max_lines: int = 64) -> None:
+    """Histogram of ``x`` with the quantizer's representable ``levels`` as vertical lines (or a rug)."""
+    values = x.flatten().numpy()
+    ax.hist(values, bins=120, color="#9db4c0", edgecolor="none")
+    levels = levels.flatten().numpy()
+    if len(levels) <= max_lines:
+        for level in levels:
+            ax.axvline(level, color="#c44536", linewidth=0.8, alpha=0.8)
+    else:
+        ax.plot(levels, [0] * len(levels), "|", color="#c44536", markersize=10)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("value")
+    ax.set_ylabel("count")
+
+
+def plot_error(ax, x, x_hat, *, title: str = "error = x_hat - x") -> None:
+    """Quantization error against the input value: sawtooth inside the range, ramps where it clips."""
+    order = x.flatten().argsort()
+    xs = x.flatten()[order].numpy()
+    errors = (x_hat.flatten() - x.flatten())[order].numpy()
+    ax.plot(xs, errors, color="#3d405b", linewidth=0.8)
+    ax.axhline(0, color="grey", linewidth=0.5)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("value")
+    ax.set_ylabel("error")
+
+
+def plot_sqnr(ax, table: dict[str, dict[int, float]], *, title: str = "SQNR by method and bit width") -> None:
+    """One line per method: SQNR (dB) against bits, from :func:`qtutor.nonuniform.compare_methods`."""
+    markers = "osD^v<>"
+    for i, (method, by_bits) in enumerate(table.items()):
+        bits = sorted(by_bits)
+        ax.plot(bits, [by_bits[b] for b in bits], marker=markers[i % len(markers)], label=method)
+    ax.set_xlabel("bits")
+    ax.set_ylabel("SQNR (dB, higher is better)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
