@@ -41,18 +41,22 @@ def quantize_bias(bias, input_scale, weight_scale) -> torch.Tensor:
     return torch.round(torch.as_tensor(bias, dtype=torch.float32) / product).to(torch.int32)
 
 
-def fixed_point_multiplier(multiplier) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(m0, shift)`` with ``multiplier == m0 * 2**-shift`` and ``2**30 <= m0 < 2**31``.
+def fixed_point_multiplier(multiplier, *, mantissa_bits: int = 31) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(m0, shift)`` with ``multiplier ~= m0 * 2**-shift`` and ``2**(b-1) <= m0 < 2**b``, ``b = mantissa_bits``.
 
-    ``m0`` is the multiplier's mantissa as a 31-bit integer, so a float32
-    multiplier (24-bit mantissa) is represented exactly.
+    With the default 31 bits, ``m0`` holds a float32 multiplier's 24-bit
+    mantissa exactly; fewer bits round it (notebook 05 shows what that costs).
     """
+    if isinstance(mantissa_bits, bool) or not isinstance(mantissa_bits, int) or not 1 <= mantissa_bits <= 31:
+        raise ValueError(f"mantissa_bits={mantissa_bits!r}: expected a whole number from 1 to 31")
     multiplier = torch.as_tensor(multiplier, dtype=torch.float32)
     if not (multiplier > 0).all() or not torch.isfinite(multiplier).all():
         raise ValueError(f"multiplier={multiplier.tolist()}: expected positive finite numbers")
     mantissa, exponent = torch.frexp(multiplier)  # multiplier = mantissa * 2**exponent, mantissa in [0.5, 1)
-    m0 = torch.round(mantissa.to(torch.float64) * 2**31).to(torch.int64)
-    return m0, 31 - exponent.to(torch.int64)
+    m0 = torch.round(mantissa.to(torch.float64) * 2**mantissa_bits).to(torch.int64)
+    shift = mantissa_bits - exponent.to(torch.int64)
+    carried = m0 == 2**mantissa_bits  # rounding reached the next power of two: halve both
+    return torch.where(carried, m0 // 2, m0), torch.where(carried, shift - 1, shift)
 
 
 def rounding_right_shift(value: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
@@ -68,12 +72,13 @@ def rounding_right_shift(value: torch.Tensor, shift: torch.Tensor) -> torch.Tens
 
 
 def requantize(acc: torch.Tensor, multiplier, zero_point: int, *, qmin: int = 0, qmax: int = 255,
-               channel_axis: int = -1) -> torch.Tensor:
+               channel_axis: int = -1, mantissa_bits: int = 31) -> torch.Tensor:
     """int32 accumulators to output codes: ``clamp(round(acc * M) + zero_point)`` in integers only.
 
-    ``multiplier`` is one number or one per output channel (along ``channel_axis`` of ``acc``).
+    ``multiplier`` is one number or one per output channel (along ``channel_axis`` of ``acc``);
+    ``mantissa_bits`` is the width of its fixed-point form (see :func:`fixed_point_multiplier`).
     """
-    m0, shift = fixed_point_multiplier(multiplier)
+    m0, shift = fixed_point_multiplier(multiplier, mantissa_bits=mantissa_bits)
     if m0.dim() == 1 and m0.numel() > 1:
         shape = [1] * acc.dim()
         shape[channel_axis] = -1

@@ -4,19 +4,41 @@ Each explorer has two halves. A ``*_figure`` function takes plain arguments and
 returns ``(figure, stats)``; it is what the unit tests call at the controls'
 extremes. A ``*_explorer`` function builds the sliders and redraws the figure
 whenever one moves.
+
+The figure is shown as a PNG in an ``Image`` widget and the numbers in an
+``HTML`` widget, so a redraw changes widget state only: no output streams,
+which keeps nbval's comparison of the notebook stable.
 """
 
 from __future__ import annotations
 
+import html
+import io
+
 import ipywidgets as widgets
 import torch
-from IPython.display import display
 
-from qtutor.observers import clip_errors
-from qtutor.plots import new_figure, plot_error, plot_levels
+from qtutor.formats import FORMATS
+from qtutor.intmath import fixed_point_multiplier, requantize
+from qtutor.nonuniform import kmeans_fake_quantize, log_fake_quantize, mulaw_fake_quantize
+from qtutor.observers import clip_errors, mse_range
+from qtutor.plots import draw_bit_layout, new_figure, plot_error, plot_levels
 from qtutor.uniform import dequantize, fake_quantize, mse, qparams, qrange, sqnr_db
 
-__all__ = ["uniform_figure", "uniform_explorer", "clipping_figure", "clipping_explorer", "format_stats"]
+__all__ = [
+    "format_stats",
+    "format_figure",
+    "format_explorer",
+    "uniform_figure",
+    "uniform_explorer",
+    "clipping_figure",
+    "clipping_explorer",
+    "METHODS",
+    "method_figure",
+    "method_explorer",
+    "requantize_figure",
+    "requantize_explorer",
+]
 
 
 def format_stats(stats: dict) -> str:
@@ -56,19 +78,24 @@ def uniform_figure(x, *, bits: int = 8, low: float = -1.0, high: float = 1.0, ze
     return figure, stats
 
 
+def _explorer_box(*control_rows) -> widgets.VBox:
+    """Rows of controls, then the picture (``Image``) and the numbers (``HTML``)."""
+    rows = [widgets.HBox(list(row)) for row in control_rows]
+    return widgets.VBox(rows + [widgets.Image(format="png"), widgets.HTML()])
+
+
 def _show(box: widgets.VBox, figure_function, **kwargs) -> None:
-    """Redraw the box's last child (an Output) with a fresh figure and its stats line.
+    """Redraw the box's picture and numbers from ``figure_function(**kwargs)``.
 
     The figure and stats are kept on the box as ``last_figure`` and
     ``last_stats``, so tests (and curious learners) can read what was drawn.
     """
-    out = box.children[-1]
     figure, stats = figure_function(**kwargs)
     box.last_figure, box.last_stats = figure, stats
-    with out:
-        out.clear_output(wait=True)
-        display(figure)
-        print(format_stats(stats))
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    box.children[-2].value = buffer.getvalue()
+    box.children[-1].value = f"<code>{html.escape(format_stats(stats))}</code>"
 
 
 def uniform_explorer(x) -> widgets.VBox:
@@ -80,7 +107,7 @@ def uniform_explorer(x) -> widgets.VBox:
                                            step=top / 100, description="range", readout_format=".2f")
     auto = widgets.Checkbox(value=True, description="derive zero-point from range")
     zero_point = widgets.IntSlider(value=0, min=0, max=7, description="zero-point")
-    box = widgets.VBox([widgets.HBox([bits, value_range]), widgets.HBox([auto, zero_point]), widgets.Output()])
+    box = _explorer_box([bits, value_range], [auto, zero_point])
 
     def redraw(_change=None):
         zero_point.max = 2**bits.value - 1
@@ -131,12 +158,145 @@ def clipping_explorer(x) -> widgets.VBox:
     x = torch.as_tensor(x, dtype=torch.float32)
     clip = widgets.FloatSlider(value=1.0, min=0.02, max=1.0, step=0.02, description="clip")
     bits = widgets.IntSlider(value=4, min=2, max=8, description="bits")
-    box = widgets.VBox([widgets.HBox([clip, bits]), widgets.Output()])
+    box = _explorer_box([clip, bits])
 
     def redraw(_change=None):
         _show(box, clipping_figure, x=x, clip=clip.value, bits=bits.value)
 
     for control in (clip, bits):
         control.observe(redraw, names="value")
+    redraw()
+    return box
+
+
+def format_figure(value: float = 0.1, format_name: str = "FP16"):
+    """Store ``value`` in one of :data:`qtutor.formats.FORMATS`; draw its bits and report the error (notebook 00).
+
+    Integer formats round to the nearest whole number and saturate at their
+    limits; float formats round to the nearest representable value, overflow
+    to infinity and underflow to zero. Returns ``(figure, stats)``.
+    """
+    dtype = FORMATS[format_name]
+    if dtype.is_floating_point:
+        stored = torch.tensor(value, dtype=torch.float64).to(dtype).item()
+    else:
+        info = torch.iinfo(dtype)
+        stored = float(min(max(round(value), info.min), info.max))
+    figure, ax = new_figure(9, 1.3)
+    draw_bit_layout(ax, stored, dtype, label=f"{value!r} stored as {format_name}: {stored!r}")
+    error = abs(stored - value)
+    stats = {"stored": stored, "abs_error": error, "rel_error": error / abs(value) if value else 0.0}
+    return figure, stats
+
+
+def format_explorer(value: float = 0.1) -> widgets.VBox:
+    """A number box and a format picker over :func:`format_figure` (notebook 00)."""
+    number = widgets.FloatText(value=value, description="value")
+    picker = widgets.Dropdown(options=list(FORMATS), value="FP16", description="format")
+    box = _explorer_box([picker, number])
+
+    def redraw(_change=None):
+        _show(box, format_figure, value=number.value, format_name=picker.value)
+
+    for control in (picker, number):
+        control.observe(redraw, names="value")
+    redraw()
+    return box
+
+
+def _uniform(x, bits):
+    scale, zero_point = qparams(x.min(), x.max(), bits=bits)
+    return fake_quantize(x, scale, zero_point, bits=bits)
+
+
+def _clipped(x, bits):
+    scale, zero_point = qparams(*mse_range(x, bits=bits), bits=bits)
+    return fake_quantize(x, scale, zero_point, bits=bits)
+
+
+# Every method as x -> x_hat at a bit width (notebooks 03 and 04).
+METHODS = {
+    "uniform": _uniform,
+    "clipped": _clipped,
+    "log": lambda x, bits: log_fake_quantize(x, bits=bits),
+    "kmeans": lambda x, bits: kmeans_fake_quantize(x, bits=bits),
+    "mulaw": lambda x, bits: mulaw_fake_quantize(x, bits=bits),
+}
+
+
+def method_figure(x, *, method: str = "uniform", bits: int = 3):
+    """Quantize ``x`` with one of :data:`METHODS`; draw the levels it used and the error (notebooks 03, 04).
+
+    Returns ``(figure, stats)`` with the SQNR, MSE and number of distinct levels used.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method={method!r}: expected one of {list(METHODS)}")
+    x = torch.as_tensor(x, dtype=torch.float32)
+    x_hat = METHODS[method](x, bits)
+    levels = torch.unique(x_hat)
+    figure, (left, right) = new_figure(10, 3.2, ncols=2)
+    plot_levels(left, x, levels, title=f"{method}, {bits} bits: {len(levels)} levels used")
+    plot_error(right, x, x_hat)
+    stats = {"sqnr_db": sqnr_db(x, x_hat), "mse": mse(x, x_hat), "levels_used": len(levels)}
+    return figure, stats
+
+
+def method_explorer(x, methods=tuple(METHODS)) -> widgets.VBox:
+    """A method picker and a bits slider over :func:`method_figure` (notebooks 03, 04)."""
+    x = torch.as_tensor(x, dtype=torch.float32)
+    picker = widgets.ToggleButtons(options=list(methods), description="method")
+    bits = widgets.IntSlider(value=3, min=2, max=8, description="bits")
+    box = _explorer_box([bits, picker])
+
+    def redraw(_change=None):
+        _show(box, method_figure, x=x, method=picker.value, bits=bits.value)
+
+    for control in (picker, bits):
+        control.observe(redraw, names="value")
+    redraw()
+    return box
+
+
+def requantize_figure(acc, *, multiplier: float, zero_point: int, mantissa_bits: int = 31):
+    """Requantize with an ``mantissa_bits``-wide fixed-point multiplier against the exact 31-bit one (notebook 05).
+
+    Returns ``(figure, stats)``: how many outputs change, by how much, and the
+    multiplier's relative error.
+    """
+    exact = requantize(acc, multiplier, zero_point).to(torch.int64)
+    approx = requantize(acc, multiplier, zero_point, mantissa_bits=mantissa_bits).to(torch.int64)
+    difference = approx - exact
+    m0, shift = fixed_point_multiplier(multiplier, mantissa_bits=mantissa_bits)
+    represented = m0.double() * torch.exp2(-shift.double())
+    relative = abs(represented.item() - multiplier) / multiplier
+    figure, (left, right) = new_figure(10, 3.0, ncols=2)
+    left.scatter(acc.flatten().numpy(), approx.flatten().numpy(), s=2, color="#3d405b")
+    left.set_xlabel("int32 accumulator")
+    left.set_ylabel("uint8 output")
+    left.set_title(f"M = {multiplier:.6g} as {m0.item()} * 2^-{shift.item()}", fontsize=10)
+    values, counts = torch.unique(difference, return_counts=True)
+    right.bar(values.numpy(), counts.numpy(), color="#e76f51")
+    right.set_yscale("log")
+    right.set_xlabel(f"output change against the exact multiplier ({mantissa_bits}-bit mantissa)")
+    right.set_ylabel("count")
+    stats = {
+        "mantissa_bits": mantissa_bits,
+        "multiplier_rel_error": relative,
+        "outputs_changed": (difference != 0).float().mean().item(),
+        "max_change": int(difference.abs().max()),
+    }
+    return figure, stats
+
+
+def requantize_explorer(acc, *, multiplier: float, zero_point: int) -> widgets.VBox:
+    """A slider for the multiplier's mantissa bits over :func:`requantize_figure` (notebook 05)."""
+    bits = widgets.IntSlider(value=8, min=1, max=31, description="mantissa bits")
+    box = _explorer_box([bits])
+
+    def redraw(_change=None):
+        _show(box, requantize_figure, acc=acc, multiplier=multiplier, zero_point=zero_point,
+              mantissa_bits=bits.value)
+
+    bits.observe(redraw, names="value")
     redraw()
     return box

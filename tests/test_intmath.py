@@ -87,3 +87,14 @@ def test_bad_multiplier_and_engine():
     with pytest.raises(ValueError, match="engine='tpu'"):
         with quantized_engine("tpu"):
             pass
+
+
+def test_fewer_mantissa_bits_round_the_multiplier():
+    multipliers = torch.tensor([0.0025, 0.7, 0.999999, 1.5])
+    for bits in (4, 8, 16):
+        m0, shift = fixed_point_multiplier(multipliers, mantissa_bits=bits)
+        assert ((m0 >= 2 ** (bits - 1)) & (m0 < 2**bits)).all()
+        approx = m0.double() * torch.exp2(-shift.double())
+        assert ((approx - multipliers.double()).abs() / multipliers.double() <= 2.0**-bits).all()
+    with pytest.raises(ValueError, match="mantissa_bits=0"):
+        fixed_point_multiplier(0.5, mantissa_bits=0)

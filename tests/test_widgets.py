@@ -72,13 +72,77 @@ def test_explorers_redraw_when_a_slider_moves(explorer):
     box = explorer(data())
     first_row = box.children[0].children
     for slider in first_row:
-        before = (box.last_stats, png(box.last_figure))
+        before = (box.last_stats, box.children[-2].value, box.children[-1].value)
         if isinstance(slider.value, tuple):  # a range slider: move both ends
             slider.value = (slider.min, slider.min / 4)
         else:
             slider.value = slider.min if slider.value != slider.min else slider.max
-        assert box.last_stats != before[0] and png(box.last_figure) != before[1], slider.description
+        after = (box.last_stats, box.children[-2].value, box.children[-1].value)
+        assert all(b != a for b, a in zip(before, after)), slider.description  # numbers, picture, text
 
 
 def test_format_stats():
     assert format_stats({"a": 0.123456, "b": 3}) == "a=0.1235  b=3"
+
+
+def test_format_figure_extremes():
+    from qtutor.widgets import format_figure
+
+    pictures = set()
+    for value, name in ((0.1, "FP32"), (0.1, "FP16"), (70000.0, "FP16"), (1e-9, "FP16"), (70000.0, "BF16"),
+                        (300.0, "INT8"), (-300.0, "UINT8"), (0.0, "BF16")):
+        figure, stats = format_figure(value, name)
+        pictures.add(png(figure))
+        if (value, name) == (70000.0, "FP16"):
+            assert stats["stored"] == float("inf")
+        if (value, name) == (1e-9, "FP16"):
+            assert stats["stored"] == 0.0
+        if name == "INT8":
+            assert stats["stored"] == 127.0
+    assert len(pictures) == 8
+
+
+def test_method_figure_every_method_at_extreme_bits():
+    from qtutor.widgets import METHODS, method_figure
+
+    x = with_huge_outlier()
+    x[0] = 1e3
+    pictures = set()
+    for method in METHODS:
+        for bits in (2, 8):
+            figure, stats = method_figure(x, method=method, bits=bits)
+            pictures.add(png(figure))
+            assert stats["levels_used"] <= 2**bits
+    assert len(pictures) == 2 * len(METHODS)
+    with pytest.raises(ValueError, match="method='nope'"):
+        method_figure(x, method="nope")
+
+
+def test_requantize_figure_more_bits_fewer_changes():
+    from qtutor.widgets import requantize_figure
+
+    acc = torch.randint(-100000, 100000, (20000,), generator=torch.Generator().manual_seed(0))
+    changed = [requantize_figure(acc, multiplier=0.0013, zero_point=128, mantissa_bits=b)[1]["outputs_changed"]
+               for b in (1, 4, 8, 31)]
+    assert changed[0] > changed[1] > changed[2] > changed[3] == 0
+
+
+@pytest.mark.parametrize("name", ["format", "method", "requantize"])
+def test_more_explorers_redraw(name):
+    from qtutor import widgets
+
+    if name == "format":
+        box = widgets.format_explorer(0.1)
+    elif name == "method":
+        box = widgets.method_explorer(data())
+    else:
+        acc = torch.randint(-100000, 100000, (2000,), generator=torch.Generator().manual_seed(0))
+        box = widgets.requantize_explorer(acc, multiplier=0.0013, zero_point=128)
+    for control in box.children[0].children:
+        before = (box.last_stats, box.children[-2].value, box.children[-1].value)
+        if hasattr(control, "options"):
+            control.value = control.options[-1]
+        else:
+            control.value = control.min if hasattr(control, "min") and control.value != control.min else 70000.0
+        after = (box.last_stats, box.children[-2].value, box.children[-1].value)
+        assert all(b != a for b, a in zip(before, after)), control.description
