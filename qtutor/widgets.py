@@ -141,10 +141,12 @@ def clipping_figure(x, *, clip: float = 1.0, bits: int = 4, points: int = 40):
         left.axvline(edge, color="#c44536")
     left.set_yscale("log")
     left.set_title(f"clip at ±{clip * top:.3g} ({chosen['clipped_fraction']:.2%} of values clipped)", fontsize=10)
+    # A log axis, with anything below a thousandth of the smallest total (zero included) drawn at that floor.
+    floor = max(min(c["total"] for c in curves) / 1e3, 1e-30)
     for name, colour in (("clipping", "#e76f51"), ("rounding", "#2a9d8f"), ("total", "#264653")):
-        right.plot(fractions, [c[name] for c in curves], label=name, color=colour)
-    right.plot([clip], [chosen["total"]], "o", color="black")
-    right.set_yscale("symlog", linthresh=1e-12)
+        right.plot(fractions, [max(c[name], floor) for c in curves], label=name, color=colour)
+    right.plot([clip], [max(chosen["total"], floor)], "o", color="black")
+    right.set_yscale("log")
     right.set_xlabel("clipping range as a fraction of max|x|")
     right.set_ylabel("MSE")
     right.set_title(f"{bits}-bit symmetric: error against clipping range", fontsize=10)
