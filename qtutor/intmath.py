@@ -29,6 +29,7 @@ __all__ = [
     "int_linear",
     "int_conv2d",
     "module_params",
+    "quantize_module",
     "quantized_engine",
 ]
 
@@ -154,6 +155,38 @@ def module_params(module, input_scale: float) -> dict:
         "multiplier": x_scale * w_scale / y_scale,
         "y_zero_point": int(module.zero_point),
     }
+
+
+def quantize_module(float_module, calibration: torch.Tensor):
+    """A PyTorch quantized ``Linear``/``Conv2d`` built from a float one, the way a converter builds it.
+
+    Weights: per output channel, signed 8-bit symmetric. Input and output
+    ranges: min-max of ``calibration`` and of the float module's outputs on it
+    (unsigned 8-bit affine). Build it inside :func:`quantized_engine`: the
+    weights are packed for the engine active at construction time. Returns
+    ``(module, input_scale, input_zero_point)``.
+    """
+    import torch.ao.nn.quantized as nnq
+
+    from qtutor.observers import minmax_range
+    from qtutor.uniform import qparams
+
+    if not isinstance(float_module, (torch.nn.Linear, torch.nn.Conv2d)):
+        raise ValueError(f"module {type(float_module).__name__}: expected torch.nn.Linear or torch.nn.Conv2d")
+    weight = float_module.weight.detach()
+    w_scales, w_zero_points = qparams(*minmax_range(weight, axis=0), signed=True, symmetric=True)
+    x_scale, x_zero_point = qparams(*minmax_range(calibration))
+    with torch.no_grad():
+        y_scale, y_zero_point = qparams(*minmax_range(float_module(calibration)))
+    if isinstance(float_module, torch.nn.Linear):
+        module = nnq.Linear(float_module.in_features, float_module.out_features)
+    else:
+        module = nnq.Conv2d(float_module.in_channels, float_module.out_channels, float_module.kernel_size,
+                            stride=float_module.stride, padding=float_module.padding, dilation=float_module.dilation)
+    q_weight = torch.quantize_per_channel(weight, w_scales.double(), w_zero_points, 0, torch.qint8)
+    module.set_weight_bias(q_weight, None if float_module.bias is None else float_module.bias.detach())
+    module.scale, module.zero_point = y_scale.item(), int(y_zero_point)
+    return module, x_scale.item(), int(x_zero_point)
 
 
 @contextlib.contextmanager

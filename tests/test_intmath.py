@@ -98,3 +98,25 @@ def test_fewer_mantissa_bits_round_the_multiplier():
         assert ((approx - multipliers.double()).abs() / multipliers.double() <= 2.0**-bits).all()
     with pytest.raises(ValueError, match="mantissa_bits=0"):
         fixed_point_multiplier(0.5, mantissa_bits=0)
+
+
+@pytest.mark.parametrize("engine", ["qnnpack", "x86"])
+def test_quantize_module_matches_float_within_a_step(engine):
+    from qtutor.intmath import quantize_module
+
+    torch.manual_seed(0)
+    float_conv = torch.nn.Conv2d(4, 6, 3, padding=1)
+    images = torch.randn(2, 4, 8, 8)
+    with quantized_engine(engine):
+        conv, x_scale, x_zero_point = quantize_module(float_conv, images)
+        x_q = torch.quantize_per_tensor(images, x_scale, x_zero_point, torch.quint8)
+        out = conv(x_q)
+    expected = float_conv(x_q.dequantize()).detach()
+    assert (out.dequantize() - expected).abs().max() <= 2 * conv.scale
+    if engine == "qnnpack":
+        p = module_params(conv, x_scale)
+        ours = int_conv2d(x_q.int_repr(), x_zero_point, p["w_q"], p["w_zero_point"], p["bias_q"], p["multiplier"],
+                          p["y_zero_point"], padding=1)
+        assert ours.equal(out.int_repr())
+    with pytest.raises(ValueError, match="expected torch.nn.Linear or torch.nn.Conv2d"):
+        quantize_module(torch.nn.ReLU(), images)
