@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Jupyter refuses to run as root unless told; containers and CI machines often are root.
 LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: lab test demo clean
+.PHONY: lab test demo student clean
 
 # Create the virtual environment and install qtutor with its dev extra (again whenever pyproject.toml changes).
 $(STAMP): pyproject.toml
@@ -24,6 +24,9 @@ test: $(STAMP)  ## unit tests, then every notebook under nbval (strict: outputs 
 demo: $(STAMP)  ## the command line end to end on the bundled data
 	$(PY) -m qtutor
 	@echo "make demo will train, quantize, evaluate and predict on the bundled data once the DenseNet tasks land."
+
+student: $(STAMP)  ## student copies of the notebooks, solutions removed, in build/student/
+	$(PY) -m qtutor.student notebooks build/student
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .hypothesis

@@ -1,0 +1,73 @@
+"""Student copies: solutions removed, and every exercise check fails on the stripped notebook."""
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from qtutor.student import BEGIN, END, strip_source, student_notebook, write_student_copies
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+
+
+def test_strip_source_keeps_indentation_and_the_rest():
+    source = "def f(x):\n    ### BEGIN SOLUTION\n    return x + 1\n    ### END SOLUTION\n\nprint(f)"
+    assert strip_source(source) == "def f(x):\n    # YOUR CODE HERE\n    raise NotImplementedError()\n\nprint(f)"
+
+
+@pytest.mark.parametrize("source", [f"{BEGIN}\nx = 1", f"x = 1\n{END}", f"{BEGIN}\n{BEGIN}\n{END}"])
+def test_strip_source_rejects_unbalanced_markers(source):
+    with pytest.raises(ValueError):
+        strip_source(source)
+
+
+def exercise_cells(notebook):
+    """Indices of (solution cell, check cell) pairs: a check cell is the code cell right after a solution."""
+    code = [i for i, cell in enumerate(notebook["cells"]) if cell["cell_type"] == "code"]
+    pairs = []
+    for position, index in enumerate(code[:-1]):
+        if BEGIN in "".join(notebook["cells"][index]["source"]):
+            pairs.append((index, code[position + 1]))
+    return pairs
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_every_notebook_has_two_exercises_with_checks(path):
+    notebook = json.loads(path.read_text())
+    pairs = exercise_cells(notebook)
+    assert len(pairs) >= 2
+    for _, check in pairs:
+        source = "".join(notebook["cells"][check]["source"])
+        outputs = "".join("".join(o.get("text", "")) for o in notebook["cells"][check]["outputs"])
+        assert source.startswith("check_") and "passed" in outputs
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_student_copy_has_no_solutions_and_its_checks_fail(path, tmp_path):
+    original = json.loads(path.read_text())
+    notebook = student_notebook(original)
+    text = json.dumps(notebook)
+    assert "BEGIN SOLUTION" not in text and "raise NotImplementedError()" in text
+    assert all(not c.get("outputs") for c in notebook["cells"] if c["cell_type"] == "code")
+    node = nbformat.from_dict(notebook)
+    NotebookClient(node, timeout=300, kernel_name="python3", allow_errors=True,
+                   resources={"metadata": {"path": str(path.parent)}}).execute()
+    errors = {i for i, cell in enumerate(node.cells) if cell.cell_type == "code"
+              and any(o.output_type == "error" for o in cell.outputs)}
+    checks = {check for _, check in exercise_cells(original)}
+    assert checks and errors == checks, "only the exercise checks may fail in a student copy"
+    for index in checks:
+        error = next(o for o in node.cells[index].outputs if o.output_type == "error")
+        assert error.ename == "AssertionError" and "not answered yet" in error.evalue
+
+
+def test_write_student_copies(tmp_path):
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "a.ipynb").write_text(json.dumps(nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell(f"x = 1\n{BEGIN}\nx = 2\n{END}")])))
+    written = write_student_copies(source, tmp_path / "out")
+    assert [p.name for p in written] == ["a.ipynb"]
+    assert "x = 2" not in written[0].read_text()
