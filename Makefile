@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Jupyter refuses to run as root unless told; containers and CI machines often are root.
 LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: lab test demo student clean
+.PHONY: lab test demo student notebooks clean
 
 # Create the virtual environment and install qtutor with its dev extra (again whenever pyproject.toml changes).
 $(STAMP): pyproject.toml
@@ -27,6 +27,12 @@ demo: $(STAMP)  ## the command line end to end on the bundled data
 
 student: $(STAMP)  ## student copies of the notebooks, solutions removed, in build/student/
 	$(PY) -m qtutor.student notebooks build/student
+
+notebooks: $(STAMP)  ## re-execute every notebook in place, one at a time, top to bottom (for contributors)
+	for notebook in notebooks/*.ipynb; do \
+		echo "executing $$notebook"; \
+		$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace --log-level=WARN "$$notebook" || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .hypothesis

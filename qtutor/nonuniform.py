@@ -12,8 +12,9 @@ import math
 
 import torch
 
+from qtutor.observers import _check_tensor as _float_input
 from qtutor.observers import mse_range
-from qtutor.uniform import fake_quantize, qparams, sqnr_db
+from qtutor.uniform import _check_bits, fake_quantize, qparams, sqnr_db
 
 __all__ = [
     "log_quantize",
@@ -29,18 +30,6 @@ __all__ = [
 ]
 
 
-def _float_input(x) -> torch.Tensor:
-    x = torch.as_tensor(x, dtype=torch.float32)
-    if not torch.isfinite(x).all():
-        raise ValueError("x contains NaN or infinity: expected finite values")
-    return x
-
-
-def _check_bits(bits: int, low: int = 2, high: int = 8) -> None:
-    if isinstance(bits, bool) or not isinstance(bits, int) or not low <= bits <= high:
-        raise ValueError(f"bits={bits!r}: expected a whole number from {low} to {high}")
-
-
 def log_quantize(x, *, bits: int = 4, max_exponent: int | None = None):
     """Sign and exponent codes of ``x`` rounded to the nearest of ``±2**e`` or 0.
 
@@ -52,7 +41,7 @@ def log_quantize(x, *, bits: int = 4, max_exponent: int | None = None):
     Returns ``(sign, code, max_exponent)`` with ``sign`` in {-1, 0, 1}.
     Introduced in notebook 03.
     """
-    _check_bits(bits)
+    _check_bits(bits, 2, 8)
     x = _float_input(x)
     levels = 2 ** (bits - 1) - 1  # non-zero magnitudes
     magnitude = x.abs()
@@ -73,7 +62,7 @@ def log_quantize(x, *, bits: int = 4, max_exponent: int | None = None):
 
 def log_dequantize(sign, code, max_exponent: int, *, bits: int = 4) -> torch.Tensor:
     """Values of logarithmic codes: ``sign * 2**(min_exponent + code - 1)``, 0 for code 0."""
-    _check_bits(bits)
+    _check_bits(bits, 2, 8)
     min_exponent = max_exponent - (2 ** (bits - 1) - 1) + 1
     magnitude = torch.exp2((min_exponent + code - 1).to(torch.float32))
     return torch.where(code > 0, sign.to(torch.float32) * magnitude, 0.0)

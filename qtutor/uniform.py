@@ -42,10 +42,10 @@ MAX_BITS = 16
 _EPS = torch.finfo(torch.float32).eps
 
 
-def _check_bits(bits: int) -> int:
-    """Return ``bits`` if it is a whole number in 2..16, else raise ValueError."""
-    if isinstance(bits, bool) or not isinstance(bits, int) or not MIN_BITS <= bits <= MAX_BITS:
-        raise ValueError(f"bits={bits!r}: expected a whole number from {MIN_BITS} to {MAX_BITS}")
+def _check_bits(bits: int, low: int = MIN_BITS, high: int = MAX_BITS) -> int:
+    """Return ``bits`` if it is a whole number in ``low..high`` (2..16 by default), else raise ValueError."""
+    if isinstance(bits, bool) or not isinstance(bits, int) or not low <= bits <= high:
+        raise ValueError(f"bits={bits!r}: expected a whole number from {low} to {high}")
     return bits
 
 

@@ -84,6 +84,27 @@ def _explorer_box(*control_rows) -> widgets.VBox:
     return widgets.VBox(rows + [widgets.Image(format="png"), widgets.HTML()])
 
 
+def _explorer(rows, figure_function, controls: dict, before_redraw=None, **fixed) -> widgets.VBox:
+    """Wire ``controls`` (keyword name -> widget) to ``figure_function(**fixed, **values)``.
+
+    ``rows`` lists the controls row by row as they appear; ``before_redraw``,
+    if given, receives the values and returns them adjusted (for controls
+    that depend on each other).
+    """
+    box = _explorer_box(*rows)
+
+    def redraw(_change=None):
+        values = {name: control.value for name, control in controls.items()}
+        if before_redraw is not None:
+            values = before_redraw(values)
+        _show(box, figure_function, **fixed, **values)
+
+    for control in controls.values():
+        control.observe(redraw, names="value")
+    redraw()
+    return box
+
+
 def _show(box: widgets.VBox, figure_function, **kwargs) -> None:
     """Redraw the box's picture and numbers from ``figure_function(**kwargs)``.
 
@@ -107,19 +128,18 @@ def uniform_explorer(x) -> widgets.VBox:
                                            step=top / 100, description="range", readout_format=".2f")
     auto = widgets.Checkbox(value=True, description="derive zero-point from range")
     zero_point = widgets.IntSlider(value=0, min=0, max=7, description="zero-point")
-    box = _explorer_box([bits, value_range], [auto, zero_point])
 
-    def redraw(_change=None):
-        zero_point.max = 2**bits.value - 1
-        zero_point.disabled = auto.value
-        low, high = value_range.value
-        _show(box, uniform_figure, x=x, bits=bits.value, low=low, high=high,
-              zero_point=None if auto.value else zero_point.value)
+    def adjust(values):
+        zero_point.max = 2 ** values["bits"] - 1
+        zero_point.disabled = values.pop("auto")
+        values["low"], values["high"] = values.pop("value_range")
+        if zero_point.disabled:
+            values["zero_point"] = None
+        return values
 
-    for control in (bits, value_range, auto, zero_point):
-        control.observe(redraw, names="value")
-    redraw()
-    return box
+    return _explorer([[bits, value_range], [auto, zero_point]], uniform_figure,
+                     dict(bits=bits, value_range=value_range, auto=auto, zero_point=zero_point),
+                     before_redraw=adjust, x=x)
 
 
 def clipping_figure(x, *, clip: float = 1.0, bits: int = 4, points: int = 40):
@@ -160,15 +180,7 @@ def clipping_explorer(x) -> widgets.VBox:
     x = torch.as_tensor(x, dtype=torch.float32)
     clip = widgets.FloatSlider(value=1.0, min=0.02, max=1.0, step=0.02, description="clip")
     bits = widgets.IntSlider(value=4, min=2, max=8, description="bits")
-    box = _explorer_box([clip, bits])
-
-    def redraw(_change=None):
-        _show(box, clipping_figure, x=x, clip=clip.value, bits=bits.value)
-
-    for control in (clip, bits):
-        control.observe(redraw, names="value")
-    redraw()
-    return box
+    return _explorer([[clip, bits]], clipping_figure, dict(clip=clip, bits=bits), x=x)
 
 
 def format_figure(value: float = 0.1, format_name: str = "FP16"):
@@ -195,15 +207,7 @@ def format_explorer(value: float = 0.1) -> widgets.VBox:
     """A number box and a format picker over :func:`format_figure` (notebook 00)."""
     number = widgets.FloatText(value=value, description="value")
     picker = widgets.Dropdown(options=list(FORMATS), value="FP16", description="format")
-    box = _explorer_box([picker, number])
-
-    def redraw(_change=None):
-        _show(box, format_figure, value=number.value, format_name=picker.value)
-
-    for control in (picker, number):
-        control.observe(redraw, names="value")
-    redraw()
-    return box
+    return _explorer([[picker, number]], format_figure, dict(format_name=picker, value=number))
 
 
 def _uniform(x, bits):
@@ -248,15 +252,7 @@ def method_explorer(x, methods=tuple(METHODS)) -> widgets.VBox:
     x = torch.as_tensor(x, dtype=torch.float32)
     picker = widgets.ToggleButtons(options=list(methods), description="method")
     bits = widgets.IntSlider(value=3, min=2, max=8, description="bits")
-    box = _explorer_box([bits, picker])
-
-    def redraw(_change=None):
-        _show(box, method_figure, x=x, method=picker.value, bits=bits.value)
-
-    for control in (picker, bits):
-        control.observe(redraw, names="value")
-    redraw()
-    return box
+    return _explorer([[bits, picker]], method_figure, dict(bits=bits, method=picker), x=x)
 
 
 def requantize_figure(acc, *, multiplier: float, zero_point: int, mantissa_bits: int = 31):
@@ -293,12 +289,5 @@ def requantize_figure(acc, *, multiplier: float, zero_point: int, mantissa_bits:
 def requantize_explorer(acc, *, multiplier: float, zero_point: int) -> widgets.VBox:
     """A slider for the multiplier's mantissa bits over :func:`requantize_figure` (notebook 05)."""
     bits = widgets.IntSlider(value=8, min=1, max=31, description="mantissa bits")
-    box = _explorer_box([bits])
-
-    def redraw(_change=None):
-        _show(box, requantize_figure, acc=acc, multiplier=multiplier, zero_point=zero_point,
-              mantissa_bits=bits.value)
-
-    bits.observe(redraw, names="value")
-    redraw()
-    return box
+    return _explorer([[bits]], requantize_figure, dict(mantissa_bits=bits), acc=acc, multiplier=multiplier,
+                     zero_point=zero_point)
