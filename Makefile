@@ -21,9 +21,21 @@ lab: $(STAMP)  ## open the course in JupyterLab
 test: $(STAMP)  ## unit tests, then every notebook under nbval (strict: outputs must match)
 	$(PY) -m pytest --nbval --doctest-modules tests qtutor notebooks
 
-demo: $(STAMP)  ## the command line end to end on the bundled data
-	$(PY) -m qtutor
-	@echo "make demo will train, quantize, evaluate and predict on the bundled data once the DenseNet tasks land."
+# The bundled digits' statistics (data/digits/stats.json) and the size the course model is trained at.
+DEMO := build/demo
+MEAN := (0.1196, 0.1196, 0.1196)
+STD := (0.295, 0.295, 0.295)
+SIZE := 64
+
+demo: $(STAMP)  ## the command line end to end on the bundled data: train (or reuse the cache), quantize, evaluate, predict
+	mkdir -p $(DEMO)
+	$(VENV)/bin/qtutor --task train --dst_model $(DEMO)/densenet_digits.pth --image_size $(SIZE)
+	$(VENV)/bin/qtutor --task quantize --src_model $(DEMO)/densenet_digits.pth --dst_model $(DEMO)/densenet_digits_int8.pt \
+		--classes_number 2 --mean "$(MEAN)" --std "$(STD)" --dataset_path data/digits --image_size $(SIZE)
+	$(VENV)/bin/qtutor --task evaluate --src_model $(DEMO)/densenet_digits.pth --dst_model $(DEMO)/densenet_digits_int8.pt \
+		--mean "$(MEAN)" --std "$(STD)" --dataset_path data/digits --image_size $(SIZE)
+	$(VENV)/bin/qtutor --task predict --dst_model $(DEMO)/densenet_digits_int8.pt --labels_file data/digits/labels.txt \
+		--images_path data/samples --mean "$(MEAN)" --std "$(STD)" --image_size $(SIZE)
 
 student: $(STAMP)  ## student copies of the notebooks, solutions removed, in build/student/
 	$(PY) -m qtutor.student notebooks build/student

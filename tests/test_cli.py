@@ -1,0 +1,276 @@
+"""The command line: the original flags, the happy path, parity with the original predict, and every bad input."""
+
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from torchvision import transforms
+
+from qtutor.cli import COMPLETED, main
+from qtutor.data import DIGITS_DIR
+from qtutor.models import build_densenet
+
+MEAN, STD = "(0.1196, 0.1196, 0.1196)", "(0.295, 0.295, 0.295)"
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A random-weight FP32 checkpoint, a small dataset with one corrupt image, and its INT8 model."""
+    root = tmp_path_factory.mktemp("cli")
+    torch.manual_seed(0)
+    torch.save(build_densenet(2).state_dict(), root / "fp32.pth")
+    for split in ("train", "test"):
+        for name in ("four", "nine"):
+            folder = root / "dataset" / split / name
+            folder.mkdir(parents=True)
+            for path in sorted((DIGITS_DIR / split / name).glob("*.png"))[:6]:
+                (folder / path.name).write_bytes(path.read_bytes())
+    (root / "dataset" / "train" / "four" / "corrupt.png").write_bytes(b"not a png at all")
+    return root
+
+
+@pytest.fixture(scope="module")
+def quantized(workspace):
+    """Run --task quantize once (tiny: 32x32, one calibration batch); return its exit code, output and file."""
+    argv = ["--task", "quantize", "--src_model", str(workspace / "fp32.pth"), "--dst_model",
+            str(workspace / "int8.pt"), "--classes_number", "2", "--mean", MEAN, "--std", STD, "--dataset_path",
+            str(workspace / "dataset"), "--image_size", "32", "--calibration_batches", "1"]
+    result = subprocess.run([sys.executable, "-m", "qtutor", *argv], capture_output=True, text=True, timeout=600)
+    return result, workspace / "int8.pt"
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_quantize_happy_path_prints_what_the_original_prints(quantized):
+    result, int8 = quantized
+    assert result.returncode == 0, result.stderr
+    assert "calibration dataset length: 12; classes: {'four': 0, 'nine': 1}; number of categories: 2" in result.stdout
+    assert "warning: skipped 1 unreadable image(s)" in result.stderr
+    assert COMPLETED in result.stdout.splitlines()[-1]
+    assert int8.is_file() and int8.stat().st_size < 0.35 * (int8.parent / "fp32.pth").stat().st_size
+
+
+def original_predict(model_path, labels_file, images_path, mean, std):
+    """The original script's predict path, re-implemented faithfully (RGB images only, as it required)."""
+    import ast
+
+    model = torch.jit.load(model_path)
+    model.eval()
+    labels = {}
+    with open(labels_file) as handle:
+        for line in handle:
+            index, name = line.strip().split(" ")
+            labels[int(index)] = name
+    transform = transforms.Compose([transforms.CenterCrop(224), transforms.ToTensor(),
+                                    transforms.Normalize(ast.literal_eval(mean), ast.literal_eval(std))])
+    lines = []
+    for folder, _, files in os.walk(images_path):
+        for file in sorted(files):
+            image = transform(Image.open(os.path.join(folder, file))).unsqueeze(0)
+            probabilities = torch.nn.functional.softmax(model(image), dim=1)[0]
+            index = int(torch.argmax(probabilities))
+            lines.append(f"{file}\t{labels[index]}\t{probabilities[index].item():.4f}")
+    return lines
+
+
+def test_predict_matches_the_original_on_rgb_images(quantized, tmp_path, capsys):
+    _, int8 = quantized
+    generator = torch.Generator().manual_seed(1)
+    for i in range(5):
+        pixels = (torch.rand(240 + 8 * i, 256, 3, generator=generator) * 255).to(torch.uint8).numpy()
+        Image.fromarray(pixels, "RGB").save(tmp_path / f"image_{i}.png")
+    code, out, _ = run(capsys, "--task", "predict", "--dst_model", str(int8), "--labels_file",
+                       str(DIGITS_DIR / "labels.txt"), "--images_path", str(tmp_path), "--mean", MEAN, "--std", STD)
+    assert code == 0
+    ours = out.splitlines()[:-1]
+    assert ours == original_predict(int8, DIGITS_DIR / "labels.txt", tmp_path, MEAN, STD)
+    assert len(ours) == 5
+
+
+def test_predict_handles_every_image_mode_and_skips_non_images(quantized, capsys):
+    _, int8 = quantized
+    code, out, err = run(capsys, "--task", "predict", "--dst_model", str(int8), "--labels_file",
+                         str(DIGITS_DIR / "labels.txt"), "--images_path", str(DIGITS_DIR.parent / "samples"),
+                         "--mean", MEAN, "--std", STD, "--image_size", "32")
+    assert code == 0
+    lines = out.splitlines()
+    assert len(lines) == 11 and COMPLETED in lines[-1]
+    for line in lines[:-1]:
+        name, label, probability = line.split("\t")
+        assert label in ("four", "nine") and 0.5 <= float(probability) <= 1 and len(probability) == 6
+    assert {line.split("\t")[0].rsplit("_", 1)[1] for line in lines[:-1]} == {
+        "l.png", "rgb.png", "rgba.png", "p.png", "cmyk.jpg"}
+    assert "warning: skipped" in err and "notes.txt: not an image" in err
+
+
+class RunsCode:
+    """Unpickling this runs a shell command: what a malicious checkpoint does."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def malicious_checkpoint(path, marker):
+    torch.save({"classifier.weight": RunsCode(marker)}, path)
+
+
+def bad_files(root):
+    """Make the bad input files; return a dict of their paths."""
+    (root / "garbage.pth").write_bytes(b"\x00\x01 definitely not a checkpoint")
+    torch.save([torch.zeros(2)], root / "list.pth")
+    torch.save({"features.conv0.weight": torch.zeros(3)}, root / "partial.pth")
+    malicious_checkpoint(root / "evil.pth", root / "pwned")
+    (root / "evil_raw.pth").write_bytes(pickle.dumps({"x": RunsCode(root / "pwned")}))
+    (root / "labels_bad.txt").write_text("0 four\nnine\n")
+    (root / "labels_duplicate.txt").write_text("0 four\n0 nine\n")
+    (root / "labels_short.txt").write_text("0 four\n")
+    (root / "empty").mkdir()
+    (root / "no_train").mkdir()
+    (root / "no_images" / "train" / "four").mkdir(parents=True)
+    (root / "only_text").mkdir()
+    (root / "only_text" / "a.txt").write_text("hello")
+    return root
+
+
+def quantize_args(workspace, **overrides):
+    values = {"src_model": workspace / "fp32.pth", "dst_model": workspace / "out" / "new_int8.pt",
+              "mean": MEAN, "std": STD, "dataset_path": workspace / "dataset", "classes_number": "2"}
+    values.update(overrides)
+    argv = ["--task", "quantize"]
+    for key, value in values.items():
+        if value is not None:
+            argv += [f"--{key}", str(value)]
+    return argv
+
+
+def predict_args(int8, workspace, **overrides):
+    values = {"dst_model": int8, "labels_file": DIGITS_DIR / "labels.txt",
+              "images_path": DIGITS_DIR.parent / "samples", "mean": MEAN, "std": STD, "image_size": "32"}
+    values.update(overrides)
+    argv = ["--task", "predict"]
+    for key, value in values.items():
+        if value is not None:
+            argv += [f"--{key}", str(value)]
+    return argv
+
+
+QUANTIZE_ERRORS = [
+    (dict(src_model="missing.pth"), "missing.pth: does not exist"),
+    (dict(src_model="garbage.pth"), "not a readable PyTorch file"),
+    (dict(src_model="list.pth"), "holds a list, not a state_dict"),
+    (dict(src_model="partial.pth"), "not a DenseNet-121 state_dict"),
+    (dict(src_model="evil.pth"), "holds code or objects that weights_only loading refuses (posix.system)"),
+    (dict(src_model="evil_raw.pth"), "not a readable PyTorch file"),
+    (dict(classes_number="3"), "its classifier has 2 outputs but --classes_number is 3"),
+    (dict(mean="0.5"), "--mean '0.5': expected a tuple of three numbers"),
+    (dict(mean="(0.5, 0.5)"), "--mean '(0.5, 0.5)': expected a tuple of three numbers"),
+    (dict(mean="(a, b, c)"), "--mean '(a, b, c)': expected a tuple of three numbers"),
+    (dict(std="(0.3, 0, 0.3)"), "--std '(0.3, 0, 0.3)': expected three non-zero numbers"),
+    (dict(std=None), "--task quantize needs --std"),
+    (dict(dataset_path="nowhere"), "--dataset_path nowhere: does not exist"),
+    (dict(dataset_path="no_train"), "has no train/ folder"),
+    (dict(dataset_path="no_images"), "no images found"),
+    (dict(dst_model="missing_folder/x.pt"), "folder missing_folder does not exist"),
+    (dict(dst_model="fp32.pth"), "is the same file as --src_model"),
+    (dict(calibration_batches="0"), "--calibration_batches 0: expected a whole number of at least 1"),
+]
+
+
+@pytest.mark.parametrize("overrides,message", QUANTIZE_ERRORS, ids=[m for _, m in QUANTIZE_ERRORS])
+def test_quantize_bad_input(workspace, capsys, monkeypatch, overrides, message):
+    bad_files(workspace) if not (workspace / "garbage.pth").exists() else None
+    (workspace / "out").mkdir(exist_ok=True)
+    monkeypatch.chdir(workspace)
+    before = sorted(p.name for p in workspace.rglob("*"))
+    code, out, err = run(capsys, *quantize_args(workspace, **overrides))
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("qtutor: error: ") and message in err
+    assert "Traceback" not in err and COMPLETED not in out
+    assert sorted(p.name for p in workspace.rglob("*")) == before, "a file was written"
+    assert not (workspace / "pwned").exists(), "the malicious pickle ran code"
+
+
+PREDICT_ERRORS = [
+    (dict(images_path="empty"), "--images_path empty: holds no files"),
+    (dict(images_path="nowhere"), "--images_path nowhere: does not exist"),
+    (dict(images_path="only_text"), "none of its 1 files is an image"),
+    (dict(labels_file="labels_bad.txt"), "line 2 'nine': expected 'index class_name'"),
+    (dict(labels_file="labels_duplicate.txt"), "index 0 appears twice"),
+    (dict(labels_file="labels_short.txt"), "no label for class index 1"),
+    (dict(labels_file="missing.txt"), "cannot be read"),
+    (dict(dst_model="missing.pt"), "--dst_model missing.pt: does not exist"),
+    (dict(dst_model="garbage.pth"), "not a TorchScript model"),
+    (dict(mean="(1, 2, 3, 4)"), "expected a tuple of three numbers"),
+    (dict(image_size="0"), "--image_size 0: expected a whole number of at least 1"),
+]
+
+
+@pytest.mark.parametrize("overrides,message", PREDICT_ERRORS, ids=[m for _, m in PREDICT_ERRORS])
+def test_predict_bad_input(quantized, capsys, monkeypatch, overrides, message):
+    _, int8 = quantized
+    workspace = int8.parent
+    bad_files(workspace) if not (workspace / "garbage.pth").exists() else None
+    monkeypatch.chdir(workspace)
+    before = sorted(p.name for p in workspace.rglob("*"))
+    code, out, err = run(capsys, *predict_args(int8, workspace, **overrides))
+    assert code == 2
+    lines = err.splitlines()  # warnings about skipped files may come first; the error is one line, the last
+    assert lines[-1].startswith("qtutor: error: ") and message in lines[-1] and "Traceback" not in err
+    assert sum(line.startswith("qtutor: error") for line in lines) == 1
+    assert COMPLETED not in out
+    assert sorted(p.name for p in workspace.rglob("*")) == before
+
+
+def test_bad_command_line_is_one_line_exit_2():
+    for argv in ([], ["--task", "dance"], ["--task", "predict", "--image_size", "big"]):
+        result = subprocess.run([sys.executable, "-m", "qtutor", *argv], capture_output=True, text=True)
+        assert result.returncode == 2
+        assert result.stderr.count("\n") == 1 and "qtutor: error:" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_help_has_an_example_for_each_task():
+    result = subprocess.run([sys.executable, "-m", "qtutor", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    for task in ("train:", "quantize:", "evaluate:", "predict:"):
+        assert task in result.stdout
+    for flag in ("--src_model", "--dst_model", "--classes_number", "--mean", "--std", "--labels_file",
+                 "--images_path", "--dataset_path"):
+        assert flag in result.stdout
+
+
+def test_evaluate_prints_the_table(quantized, capsys):
+    result, int8 = quantized
+    code, out, _ = run(capsys, "--task", "evaluate", "--src_model", str(int8.parent / "fp32.pth"), "--dst_model",
+                       str(int8), "--mean", MEAN, "--std", STD, "--dataset_path", str(int8.parent / "dataset"),
+                       "--image_size", "32")
+    assert code == 0
+    assert "12 images in" in out and "FP32" in out and "INT8/FP32" in out
+
+
+def test_train_on_a_custom_dataset_writes_a_loadable_state_dict(workspace, capsys):
+    target = workspace / "trained.pth"
+    (workspace / "dataset" / "val").mkdir(exist_ok=True)
+    for name in ("four", "nine"):
+        source = workspace / "dataset" / "test" / name
+        (workspace / "dataset" / "val" / name).mkdir(exist_ok=True)
+        for path in source.glob("*.png"):
+            (workspace / "dataset" / "val" / name / path.name).write_bytes(path.read_bytes())
+    code, out, _ = run(capsys, "--task", "train", "--dst_model", str(target), "--dataset_path",
+                       str(workspace / "dataset"), "--mean", MEAN, "--std", STD, "--image_size", "32",
+                       "--epochs", "1")
+    assert code == 0 and "best validation accuracy" in out
+    state = torch.load(target, weights_only=True)
+    assert state["classifier.weight"].shape == (2, 1024)
