@@ -144,26 +144,43 @@ def bad_files(root):
     return root
 
 
+def task_argv(task, defaults, overrides):
+    """``--task TASK --flag value ...`` from defaults updated by overrides (a None value drops the flag)."""
+    values = {**defaults, **overrides}
+    argv = ["--task", task]
+    for key, value in values.items():
+        if value is not None:
+            argv += [f"--{key}", str(value)]
+    return argv
+
+
 def quantize_args(workspace, **overrides):
-    values = {"src_model": workspace / "fp32.pth", "dst_model": workspace / "out" / "new_int8.pt",
-              "mean": MEAN, "std": STD, "dataset_path": workspace / "dataset", "classes_number": "2"}
-    values.update(overrides)
-    argv = ["--task", "quantize"]
-    for key, value in values.items():
-        if value is not None:
-            argv += [f"--{key}", str(value)]
-    return argv
+    return task_argv("quantize", {"src_model": workspace / "fp32.pth", "dst_model": workspace / "out" / "new_int8.pt",
+                                  "mean": MEAN, "std": STD, "dataset_path": workspace / "dataset",
+                                  "classes_number": "2"}, overrides)
 
 
-def predict_args(int8, workspace, **overrides):
-    values = {"dst_model": int8, "labels_file": DIGITS_DIR / "labels.txt",
-              "images_path": DIGITS_DIR.parent / "samples", "mean": MEAN, "std": STD, "image_size": "32"}
-    values.update(overrides)
-    argv = ["--task", "predict"]
-    for key, value in values.items():
-        if value is not None:
-            argv += [f"--{key}", str(value)]
-    return argv
+def predict_args(int8, **overrides):
+    return task_argv("predict", {"dst_model": int8, "labels_file": DIGITS_DIR / "labels.txt",
+                                 "images_path": DIGITS_DIR.parent / "samples", "mean": MEAN, "std": STD,
+                                 "image_size": "32"}, overrides)
+
+
+def assert_rejected(capsys, monkeypatch, workspace, argv, message):
+    """Exit code 2, one error line (the last on stderr) naming the problem, no traceback, no file written."""
+    if not (workspace / "garbage.pth").exists():
+        bad_files(workspace)
+    (workspace / "out").mkdir(exist_ok=True)
+    monkeypatch.chdir(workspace)
+    before = sorted(p.name for p in workspace.rglob("*"))
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    lines = err.splitlines()  # warnings about skipped files may come first; the error is one line, the last
+    assert lines[-1].startswith("qtutor: error: ") and message in lines[-1] and "Traceback" not in err
+    assert sum(line.startswith("qtutor: error") for line in lines) == 1
+    assert COMPLETED not in out
+    assert sorted(p.name for p in workspace.rglob("*")) == before, "a file was written"
+    assert not (workspace / "pwned").exists(), "the malicious checkpoint ran code"
 
 
 QUANTIZE_ERRORS = [
@@ -190,16 +207,7 @@ QUANTIZE_ERRORS = [
 
 @pytest.mark.parametrize("overrides,message", QUANTIZE_ERRORS, ids=[m for _, m in QUANTIZE_ERRORS])
 def test_quantize_bad_input(workspace, capsys, monkeypatch, overrides, message):
-    bad_files(workspace) if not (workspace / "garbage.pth").exists() else None
-    (workspace / "out").mkdir(exist_ok=True)
-    monkeypatch.chdir(workspace)
-    before = sorted(p.name for p in workspace.rglob("*"))
-    code, out, err = run(capsys, *quantize_args(workspace, **overrides))
-    assert code == 2
-    assert err.count("\n") == 1 and err.startswith("qtutor: error: ") and message in err
-    assert "Traceback" not in err and COMPLETED not in out
-    assert sorted(p.name for p in workspace.rglob("*")) == before, "a file was written"
-    assert not (workspace / "pwned").exists(), "the malicious pickle ran code"
+    assert_rejected(capsys, monkeypatch, workspace, quantize_args(workspace, **overrides), message)
 
 
 PREDICT_ERRORS = [
@@ -220,17 +228,7 @@ PREDICT_ERRORS = [
 @pytest.mark.parametrize("overrides,message", PREDICT_ERRORS, ids=[m for _, m in PREDICT_ERRORS])
 def test_predict_bad_input(quantized, capsys, monkeypatch, overrides, message):
     _, int8 = quantized
-    workspace = int8.parent
-    bad_files(workspace) if not (workspace / "garbage.pth").exists() else None
-    monkeypatch.chdir(workspace)
-    before = sorted(p.name for p in workspace.rglob("*"))
-    code, out, err = run(capsys, *predict_args(int8, workspace, **overrides))
-    assert code == 2
-    lines = err.splitlines()  # warnings about skipped files may come first; the error is one line, the last
-    assert lines[-1].startswith("qtutor: error: ") and message in lines[-1] and "Traceback" not in err
-    assert sum(line.startswith("qtutor: error") for line in lines) == 1
-    assert COMPLETED not in out
-    assert sorted(p.name for p in workspace.rglob("*")) == before
+    assert_rejected(capsys, monkeypatch, int8.parent, predict_args(int8, **overrides), message)
 
 
 def test_bad_command_line_is_one_line_exit_2():
