@@ -23,7 +23,7 @@ from qtutor.intmath import fixed_point_multiplier, requantize
 from qtutor.nonuniform import kmeans_fake_quantize, log_fake_quantize, mulaw_fake_quantize
 from qtutor.observers import clip_errors, mse_range
 from qtutor.plots import draw_bit_layout, new_figure, plot_error, plot_levels
-from qtutor.uniform import dequantize, fake_quantize, mse, qparams, qrange, sqnr_db
+from qtutor.uniform import dequantize, fake_quantize, mse, qparams, qrange, quantize, sqnr_db
 
 __all__ = [
     "format_stats",
@@ -38,6 +38,8 @@ __all__ = [
     "method_explorer",
     "requantize_figure",
     "requantize_explorer",
+    "layer_figure",
+    "layer_explorer",
 ]
 
 
@@ -291,3 +293,44 @@ def requantize_explorer(acc, *, multiplier: float, zero_point: int) -> widgets.V
     bits = widgets.IntSlider(value=8, min=1, max=31, description="mantissa bits")
     return _explorer([[bits]], requantize_figure, dict(mantissa_bits=bits), acc=acc, multiplier=multiplier,
                      zero_point=zero_point)
+
+
+def layer_figure(activations: dict, layers: list[dict], *, layer: str):
+    """One layer's float activations against its INT8 levels (notebook 06).
+
+    ``activations`` maps layer names to the float tensors its observer saw
+    (:func:`qtutor.ptq.observed_activations`); ``layers`` are the rows of
+    :func:`qtutor.ptq.quantized_layers`. Returns ``(figure, stats)``.
+    """
+    row = next((r for r in layers if r["layer"] == layer), None)
+    if row is None or layer not in activations:
+        raise ValueError(f"layer={layer!r}: expected one of the quantized layers with recorded activations")
+    x = activations[layer].flatten().to(torch.float32)
+    scale, zero_point = row["scale"], row["zero_point"]
+    levels = dequantize(torch.arange(0, 256), scale, zero_point)
+    x_hat = fake_quantize(x, scale, zero_point)
+    codes = quantize(x, scale, zero_point)
+    used = torch.unique(codes)
+    figure, (left, right) = new_figure(10, 3.2, ncols=2)
+    left.axvspan(levels[0].item(), levels[-1].item(), color="#c44536", alpha=0.12, label="INT8 range")
+    left.hist(x.numpy(), bins=120, color="#9db4c0")
+    left.set_yscale("log")
+    left.set_title(f"{layer} ({row['kind']})", fontsize=10)
+    left.set_xlabel("float activation")
+    left.legend(fontsize=8)
+    right.hist(codes.numpy(), bins=256, range=(-0.5, 255.5), color="#2a9d8f")
+    right.set_yscale("log")
+    right.set_xlabel("uint8 code")
+    right.set_ylabel("count")
+    right.set_title(f"scale {scale:.4g}, zero-point {zero_point}: {len(used)} of 256 codes used", fontsize=10)
+    stats = {"scale": scale, "zero_point": zero_point, "codes_used": len(used), "sqnr_db": sqnr_db(x, x_hat),
+             "clipped": ((x < levels[0] - scale / 2) | (x > levels[-1] + scale / 2)).float().mean().item()}
+    return figure, stats
+
+
+def layer_explorer(activations: dict, layers: list[dict]) -> widgets.VBox:
+    """A layer picker over :func:`layer_figure` (notebook 06)."""
+    names = [r["layer"] for r in layers if r["layer"] in activations]
+    picker = widgets.Dropdown(options=names, value=names[0], description="layer",
+                              layout=widgets.Layout(width="60%"))
+    return _explorer([[picker]], layer_figure, dict(layer=picker), activations=activations, layers=layers)
