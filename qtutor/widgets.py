@@ -40,6 +40,8 @@ __all__ = [
     "requantize_explorer",
     "layer_figure",
     "layer_explorer",
+    "precision_figure",
+    "precision_explorer",
 ]
 
 
@@ -334,3 +336,36 @@ def layer_explorer(activations: dict, layers: list[dict]) -> widgets.VBox:
     picker = widgets.Dropdown(options=names, value=names[0], description="layer",
                               layout=widgets.Layout(width="60%"))
     return _explorer([[picker]], layer_figure, dict(layer=picker), activations=activations, layers=layers)
+
+
+def precision_figure(outputs: dict, *, variant: str, reference: str = "FP32"):
+    """How far one numeric variant's outputs (logits) move from the reference's (notebook 07).
+
+    ``outputs`` maps a variant name ("FP32", "BF16", "INT8 static", ...) to
+    the same inputs' output tensors. Returns ``(figure, stats)`` with the
+    largest and mean absolute difference and the share of top-1 predictions
+    that agree with the reference.
+    """
+    if variant not in outputs or reference not in outputs:
+        raise ValueError(f"variant={variant!r}: expected one of {list(outputs)}")
+    base, other = outputs[reference].to(torch.float32), outputs[variant].to(torch.float32)
+    difference = (other - base).flatten()
+    figure, (left, right) = new_figure(10, 3.0, ncols=2)
+    left.hist(difference.numpy(), bins=60, color="#e76f51")
+    left.set_yscale("log")
+    left.set_xlabel(f"{variant} - {reference} (logits)")
+    left.set_title(f"{variant}: output differences", fontsize=10)
+    right.scatter(base.flatten().numpy(), other.flatten().numpy(), s=4, color="#264653")
+    right.set_xlabel(f"{reference} logit")
+    right.set_ylabel(f"{variant} logit")
+    stats = {"max_abs_diff": difference.abs().max().item(), "mean_abs_diff": difference.abs().mean().item(),
+             "top1_agreement": (other.argmax(1) == base.argmax(1)).float().mean().item()}
+    right.set_title(f"top-1 agreement {stats['top1_agreement']:.1%}", fontsize=10)
+    return figure, stats
+
+
+def precision_explorer(outputs: dict, reference: str = "FP32") -> widgets.VBox:
+    """A picker of numeric variants over :func:`precision_figure` (notebook 07)."""
+    variants = [name for name in outputs if name != reference]
+    picker = widgets.ToggleButtons(options=variants, description="variant")
+    return _explorer([[picker]], precision_figure, dict(variant=picker), outputs=outputs, reference=reference)

@@ -146,3 +146,20 @@ def test_more_explorers_redraw(name):
             control.value = control.min if hasattr(control, "min") and control.value != control.min else 70000.0
         after = (box.last_stats, box.children[-2].value, box.children[-1].value)
         assert all(b != a for b, a in zip(before, after)), control.description
+
+
+def test_precision_figure_and_explorer():
+    from qtutor.widgets import precision_explorer, precision_figure
+
+    base = torch.randn(50, 3, generator=torch.Generator().manual_seed(0))
+    outputs = {"FP32": base, "same": base.clone(), "noisy": base + 0.5 * torch.randn(50, 3),
+               "flipped": -base}
+    assert precision_figure(outputs, variant="same")[1] == {"max_abs_diff": 0.0, "mean_abs_diff": 0.0,
+                                                           "top1_agreement": 1.0}
+    assert precision_figure(outputs, variant="flipped")[1]["top1_agreement"] < 0.2
+    box = precision_explorer(outputs)
+    before = (box.last_stats, box.children[-2].value)
+    box.children[0].children[0].value = "flipped"
+    assert box.last_stats != before[0] and box.children[-2].value != before[1]
+    with pytest.raises(ValueError, match="variant='nope'"):
+        precision_figure(outputs, variant="nope")
