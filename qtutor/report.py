@@ -30,10 +30,14 @@ def latency_ms(model, example: torch.Tensor, *, repeats: int = 10, warmup: int =
 
 
 def format_table(rows: list[dict], formats: dict[str, str] | None = None) -> str:
-    """Rows of dicts as an aligned text table; ``formats`` maps a column to a format spec such as ``".1%"``."""
+    """Rows of dicts as an aligned text table; ``formats`` maps a column to a format spec such as ``".1%"``.
+
+    Text values are shown as they are, whatever the column's format.
+    """
     formats = formats or {}
     columns = list(rows[0])
-    cells = [[format(row[c], formats.get(c, "")) for c in columns] for row in rows]
+    cells = [[row[c] if isinstance(row[c], str) else format(row[c], formats.get(c, "")) for c in columns]
+             for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(columns, widths)))]
     lines.append("  ".join("-" * w for w in widths))

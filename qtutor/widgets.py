@@ -42,6 +42,8 @@ __all__ = [
     "layer_explorer",
     "precision_figure",
     "precision_explorer",
+    "ste_figure",
+    "ste_explorer",
 ]
 
 
@@ -369,3 +371,34 @@ def precision_explorer(outputs: dict, reference: str = "FP32") -> widgets.VBox:
     variants = [name for name in outputs if name != reference]
     picker = widgets.ToggleButtons(options=variants, description="variant")
     return _explorer([[picker]], precision_figure, dict(variant=picker), outputs=outputs, reference=reference)
+
+
+def ste_figure(*, bits: int = 3, high: float = 1.0):
+    """The fake-quantize function over [-2, 2] and the gradient the straight-through estimator passes (notebook 08).
+
+    The range is ``[-high, high]`` (signed, symmetric). Returns ``(figure, stats)``.
+    """
+    from qtutor.qat import ste_fake_quantize
+
+    x = torch.linspace(-2, 2, 801, requires_grad=True)
+    scale, zero_point = qparams(-high, high, bits=bits, signed=True, symmetric=True)
+    y = ste_fake_quantize(x, scale, zero_point, bits=bits, signed=True)
+    y.sum().backward()
+    figure, (left, right) = new_figure(10, 3.0, ncols=2)
+    left.plot(x.detach().numpy(), x.detach().numpy(), color="grey", linewidth=0.8, label="identity")
+    left.plot(x.detach().numpy(), y.detach().numpy(), color="#264653", label="fake_quantize")
+    left.legend(fontsize=8)
+    left.set_title(f"forward: {bits} bits over ±{high:.2f}", fontsize=10)
+    right.plot(x.detach().numpy(), x.grad.numpy(), color="#e76f51")
+    right.set_ylim(-0.1, 1.1)
+    right.set_title("backward: straight-through inside the range, zero where clamped", fontsize=10)
+    passed = x.grad.mean().item()
+    stats = {"bits": bits, "scale": scale.item(), "gradient_passes": passed, "levels": len(torch.unique(y.detach()))}
+    return figure, stats
+
+
+def ste_explorer() -> widgets.VBox:
+    """Sliders for bits and range over :func:`ste_figure` (notebook 08)."""
+    bits = widgets.IntSlider(value=3, min=2, max=8, description="bits")
+    high = widgets.FloatSlider(value=1.0, min=0.1, max=2.0, step=0.05, description="range ±")
+    return _explorer([[bits, high]], ste_figure, dict(bits=bits, high=high))

@@ -163,3 +163,16 @@ def test_precision_figure_and_explorer():
     assert box.last_stats != before[0] and box.children[-2].value != before[1]
     with pytest.raises(ValueError, match="variant='nope'"):
         precision_figure(outputs, variant="nope")
+
+
+def test_ste_figure_and_explorer():
+    from qtutor.widgets import ste_explorer, ste_figure
+
+    narrow, wide = ste_figure(bits=2, high=0.1)[1], ste_figure(bits=8, high=2.0)[1]
+    assert narrow["gradient_passes"] < 0.1 and wide["gradient_passes"] > 0.99
+    assert narrow["levels"] < wide["levels"]
+    box = ste_explorer()
+    for control in box.children[0].children:
+        before = (box.last_stats, box.children[-2].value)
+        control.value = control.min
+        assert box.last_stats != before[0] and box.children[-2].value != before[1]
