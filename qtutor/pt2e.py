@@ -1,0 +1,68 @@
+"""PT2E export quantization with torchao: the way forward from FX mode (notebook 09).
+
+``torch.export`` captures the model as an ``ExportedProgram``; torchao's
+``prepare_pt2e`` inserts observers as the ``X86InductorQuantizer`` annotates;
+``convert_pt2e`` turns them into quantize/dequantize pairs around FP32 ops. That
+converted graph is a *reference*: it still computes in FP32 until
+``torch.compile`` (inductor, with freezing) lowers each pattern to an INT8 kernel.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch.utils.data import DataLoader
+
+__all__ = ["export", "quantize_pt2e", "save", "load", "to_eval"]
+
+
+def _quantizer():
+    import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as x86
+
+    return x86.X86InductorQuantizer().set_global(x86.get_default_x86_inductor_quantization_config())
+
+
+def export(model: torch.nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:
+    """``torch.export.export`` with a dynamic batch dimension (``example`` needs a batch of at least 2)."""
+    batch = torch.export.Dim("batch")
+    try:
+        model.eval()
+    except NotImplementedError:  # already an exported module, switched to eval by to_eval
+        pass
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+
+
+def to_eval(module: torch.nn.Module) -> torch.nn.Module:
+    """Exported modules refuse ``.eval()``; torchao switches their dropout and batch-norm ops instead."""
+    from torchao.quantization.pt2e import move_exported_model_to_eval
+
+    return move_exported_model_to_eval(module)
+
+
+@torch.no_grad()
+def quantize_pt2e(model: torch.nn.Module, loader: DataLoader, example: torch.Tensor, *,
+                  batches: int = 20) -> torch.nn.Module:
+    """Export, ``prepare_pt2e`` with the X86InductorQuantizer, calibrate, ``convert_pt2e``; in eval mode."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prepared = prepare_pt2e(export(model, example).module(), _quantizer())
+        for number, (images, _) in enumerate(loader):
+            if number >= batches:
+                break
+            prepared(images)
+        return to_eval(convert_pt2e(prepared))
+
+
+def save(module: torch.nn.Module, example: torch.Tensor, path) -> None:
+    """Export a (quantized) module again and write it with ``torch.export.save``."""
+    torch.export.save(export(module, example), str(path))
+
+
+def load(path) -> torch.nn.Module:
+    """``torch.export.load(path).module()``, in eval mode."""
+    return to_eval(torch.export.load(str(path)).module())
