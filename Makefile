@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml
 lab: $(STAMP)  ## open the course in JupyterLab
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(LAB_ROOT)
 
-test: $(STAMP)  ## unit tests, then every notebook under nbval (strict: outputs must match)
-	$(PY) -m pytest --nbval --doctest-modules tests qtutor notebooks
+test: $(STAMP)  ## unit tests, then every notebook under nbval (strict: outputs must match), one at a time
+	$(PY) -m pytest --doctest-modules tests qtutor
+	$(PY) -m pytest --nbval notebooks
 
 # The bundled digits' statistics (data/digits/stats.json) and the size the course model is trained at.
 DEMO := build/demo

@@ -31,6 +31,7 @@ __all__ = [
     "save_atomically",
     "evaluate",
     "train",
+    "train_epoch",
     "course_checkpoint",
 ]
 
@@ -106,6 +107,22 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, *, progress: bool = Fal
     return correct / total
 
 
+def train_epoch(model: torch.nn.Module, loader: DataLoader, optimizer, *, description: str = "train",
+                progress: bool = True) -> float:
+    """One pass of cross-entropy training over ``loader`` (model already in train mode); returns the mean loss."""
+    running, seen = 0.0, 0
+    bar = tqdm(loader, desc=description, disable=not progress, leave=False)
+    for images, targets in bar:
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(images), targets)
+        loss.backward()
+        optimizer.step()
+        running += loss.item() * len(targets)
+        seen += len(targets)
+        bar.set_postfix(loss=f"{running / seen:.3f}")
+    return running / seen
+
+
 def _seed_everything(seed: int) -> torch.Generator:
     random.seed(seed)
     torch.manual_seed(seed)
@@ -138,18 +155,10 @@ def train(dataset_path, *, image_size: int = COURSE_IMAGE_SIZE, epochs: int = 3,
     best_accuracy, best_state = -1.0, None
     for epoch in range(epochs):
         model.train()
-        running, seen = 0.0, 0
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False)
-        for images, targets in bar:
-            optimizer.zero_grad()
-            loss = torch.nn.functional.cross_entropy(model(images), targets)
-            loss.backward()
-            optimizer.step()
-            running += loss.item() * len(targets)
-            seen += len(targets)
-            bar.set_postfix(loss=f"{running / seen:.3f}")
+        loss = train_epoch(model, train_loader, optimizer, description=f"epoch {epoch + 1}/{epochs}",
+                           progress=progress)
         accuracy = evaluate(model, val_loader)
-        history["loss"].append(running / seen)
+        history["loss"].append(loss)
         history["val_accuracy"].append(accuracy)
         if accuracy > best_accuracy:
             best_accuracy, best_state = accuracy, copy.deepcopy(model.state_dict())

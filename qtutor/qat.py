@@ -15,8 +15,8 @@ import torch
 from torch.ao.quantization import get_default_qat_qconfig_mapping
 from torch.ao.quantization.quantize_fx import prepare_qat_fx
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
+from qtutor.models import train_epoch
 from qtutor.ptq import _quietly, fake_quant_mapping
 from qtutor.uniform import fake_quantize, qrange
 
@@ -67,15 +67,7 @@ def train_qat(prepared: torch.nn.Module, loader: DataLoader, *, epochs: int = 1,
         prepared.train()
         if epoch >= 1:
             prepared.apply(torch.ao.nn.intrinsic.qat.freeze_bn_stats)
-        total, seen = 0.0, 0
-        for images, targets in tqdm(loader, desc=f"QAT epoch {epoch + 1}/{epochs}", disable=not progress,
-                                    leave=False):
-            optimizer.zero_grad()
-            loss = torch.nn.functional.cross_entropy(prepared(images), targets)
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(targets)
-            seen += len(targets)
-        losses.append(total / seen)
+        losses.append(train_epoch(prepared, loader, optimizer, description=f"QAT epoch {epoch + 1}/{epochs}",
+                                  progress=progress))
     prepared.eval()
     return losses
