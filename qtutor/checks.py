@@ -14,7 +14,6 @@ import torch
 
 from qtutor.formats import bit_fields, memory_mb
 from qtutor.nonuniform import assign_to_codebook, log_fake_quantize, shift_multiply
-from qtutor.observers import percentile_range
 from qtutor.uniform import qparams
 
 __all__ = [
@@ -145,7 +144,6 @@ def check_percentile_range(my_percentile_range) -> None:
     reference = lambda x, p: tuple(torch.quantile(x, torch.tensor([1 - p / 100, p / 100])))  # noqa: E731
     _verify("my_percentile_range", my_percentile_range, cases, reference, exact=False,
             hint="torch.quantile takes fractions (0.99), not percents (99)")
-    assert _same(percentile_range(*cases[0]), reference(*cases[0]), exact=False)
 
 
 def check_per_channel_minmax(per_channel_minmax) -> None:
