@@ -203,8 +203,8 @@ def _as_input(x) -> torch.Tensor:
 
 def _codes(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, qmin: int, qmax: int):
     """Integer codes as float32 values: clamp(round(x * (1/scale)) + zero_point)."""
-    inverse_scale = torch.reciprocal(scale)
-    return (torch.round(x * inverse_scale) + zero_point).clamp_(qmin, qmax)
+    codes = x * torch.reciprocal(scale)  # one new tensor, then in-place steps: no extra passes over memory
+    return codes.round_().add_(zero_point).clamp_(qmin, qmax)
 
 
 def quantize(x, scale, zero_point, *, bits: int = 8, signed: bool = False, axis: int | None = None):
@@ -242,7 +242,8 @@ def dequantize(q, scale, zero_point, *, axis: int | None = None) -> torch.Tensor
     zp_t = torch.as_tensor(zero_point).detach().to(torch.int64)
     scale_b = _channel_view(scale_t, q, axis, "scale")
     zp_b = _channel_view(zp_t, q, axis, "zero_point")
-    return (q.to(torch.int64) - zp_b).to(torch.float32) * scale_b
+    # float32 holds every code of up to 16 bits exactly, so subtracting there equals integer subtraction.
+    return q.to(torch.float32).sub_(zp_b).mul_(scale_b)
 
 
 def fake_quantize(x, scale, zero_point, *, bits: int = 8, signed: bool = False,

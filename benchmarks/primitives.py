@@ -1,0 +1,97 @@
+"""qtutor's quantize/dequantize/fake_quantize against PyTorch's kernels, and the non-uniform quantizers' cost.
+
+    python benchmarks/primitives.py [--sizes 1000000 16000000] [--repeats 7] [--out benchmarks/results]
+
+Every ratio is qtutor's median time over PyTorch's median time, measured side by side in the same process
+(1.0 = as fast; 3.0 = three times slower). Threads are pinned with torch.set_num_threads and stated. Writes
+primitives.md and primitives.json into --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torchvision
+
+from qtutor import dequantize, fake_quantize, qparams, quantize
+from qtutor.nonuniform import kmeans_codebook, log_fake_quantize
+from qtutor.report import format_table
+
+
+def median_seconds(function, repeats: int) -> float:
+    """Median wall time of ``function()`` over ``repeats`` runs after one untimed warm-up."""
+    function()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def core_rows(size: int, repeats: int) -> list[dict]:
+    """quantize / dequantize / fake_quantize, qtutor against PyTorch, on ``size`` float32 values."""
+    x = torch.randn(size, generator=torch.Generator().manual_seed(0))
+    scale, zero_point = qparams(x.min(), x.max())
+    s, z = scale.item(), zero_point.item()
+    reference = torch.quantize_per_tensor(x, s, z, torch.quint8)
+    codes = reference.int_repr()
+    pairs = {
+        "quantize": (lambda: quantize(x, scale, zero_point), lambda: torch.quantize_per_tensor(x, s, z, torch.quint8)),
+        "dequantize": (lambda: dequantize(codes, scale, zero_point), lambda: reference.dequantize()),
+        "fake_quantize": (lambda: fake_quantize(x, scale, zero_point),
+                          lambda: torch.fake_quantize_per_tensor_affine(x, s, z, 0, 255)),
+    }
+    rows = []
+    for name, (ours, theirs) in pairs.items():
+        ours_s, theirs_s = median_seconds(ours, repeats), median_seconds(theirs, repeats)
+        rows.append({"operation": name, "elements": size, "qtutor ms": ours_s * 1e3, "PyTorch ms": theirs_s * 1e3,
+                     "ratio": ours_s / theirs_s})
+    return rows
+
+
+def nonuniform_rows(repeats: int) -> list[dict]:
+    """k-means (4 bits) and logarithmic (4 bits) quantizers on DenseNet-121's largest weight tensor."""
+    weights = max((p.detach() for p in torchvision.models.densenet121(weights=None).parameters()),
+                  key=lambda p: p.numel())
+    rows = []
+    for name, function in (("kmeans 4-bit, 50 iterations", lambda: kmeans_codebook(weights, bits=4)),
+                           ("log 4-bit", lambda: log_fake_quantize(weights, bits=4))):
+        rows.append({"quantizer": name, "elements": weights.numel(),
+                     "ms": median_seconds(function, max(1, repeats // 3)) * 1e3})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 16_000_000])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    core = [row for size in args.sizes for row in core_rows(size, args.repeats)]
+    other = nonuniform_rows(args.repeats)
+    machine = (f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__.split('+')[0]}, "
+               f"median of {args.repeats} runs")
+    markdown = "\n".join([
+        "# qtutor primitives against PyTorch", "", f"Machine: {machine}.",
+        f"Command: `python benchmarks/primitives.py --sizes {' '.join(map(str, args.sizes))} "
+        f"--repeats {args.repeats} --threads {args.threads}`",
+        "", "```", format_table(core, {"qtutor ms": ".2f", "PyTorch ms": ".2f", "ratio": ".2f"}), "```", "",
+        "```", format_table(other, {"ms": ".1f"}), "```", ""])
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "primitives.md").write_text(markdown)
+    (args.out / "primitives.json").write_text(json.dumps({"machine": machine, "core": core, "nonuniform": other},
+                                                         indent=2) + "\n")
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()
