@@ -26,6 +26,7 @@ __all__ = [
     "lut_dequantize",
     "kmeans_fake_quantize",
     "mulaw_fake_quantize",
+    "METHODS",
     "compare_methods",
 ]
 
@@ -158,22 +159,32 @@ def mulaw_fake_quantize(x, *, bits: int = 8, mu: float = 255.0) -> torch.Tensor:
     return torch.sign(snapped) * peak * torch.expm1(snapped.abs() * math.log1p(mu)) / mu
 
 
+def _uniform(x, bits):
+    scale, zero_point = qparams(x.min(), x.max(), bits=bits)
+    return fake_quantize(x, scale, zero_point, bits=bits)
+
+
+def _clipped(x, bits):
+    scale, zero_point = qparams(*mse_range(x, bits=bits), bits=bits)
+    return fake_quantize(x, scale, zero_point, bits=bits)
+
+
+# Every method of notebooks 01-04 as (x, bits) -> x_hat; compare_methods and the method explorer use it.
+METHODS = {
+    "uniform": _uniform,
+    "clipped": _clipped,
+    "log": lambda x, bits: log_fake_quantize(x, bits=bits),
+    "kmeans": lambda x, bits: kmeans_fake_quantize(x, bits=bits),
+    "mulaw": lambda x, bits: mulaw_fake_quantize(x, bits=bits),
+}
+
+
 def compare_methods(x, bit_widths=(2, 3, 4, 8)) -> dict[str, dict[int, float]]:
     """SQNR in dB of every method at every bit width, on the same tensor ``x``.
 
-    Methods: ``uniform`` (min-max), ``clipped`` (uniform over the MSE-optimal
-    clipped range), ``log`` (powers of two), ``kmeans`` (Lloyd-Max codebook)
-    and ``mulaw`` (companding). Introduced in notebook 04.
+    Methods (:data:`METHODS`): ``uniform`` (min-max), ``clipped`` (uniform over
+    the MSE-optimal clipped range), ``log`` (powers of two), ``kmeans``
+    (Lloyd-Max codebook) and ``mulaw`` (companding). Introduced in notebook 04.
     """
     x = _float_input(x)
-    table: dict[str, dict[int, float]] = {m: {} for m in ("uniform", "clipped", "log", "kmeans", "mulaw")}
-    for bits in bit_widths:
-        scale, zero_point = qparams(x.min(), x.max(), bits=bits)
-        table["uniform"][bits] = sqnr_db(x, fake_quantize(x, scale, zero_point, bits=bits))
-        low, high = mse_range(x, bits=bits)
-        scale, zero_point = qparams(low, high, bits=bits)
-        table["clipped"][bits] = sqnr_db(x, fake_quantize(x, scale, zero_point, bits=bits))
-        table["log"][bits] = sqnr_db(x, log_fake_quantize(x, bits=bits))
-        table["kmeans"][bits] = sqnr_db(x, kmeans_fake_quantize(x, bits=bits))
-        table["mulaw"][bits] = sqnr_db(x, mulaw_fake_quantize(x, bits=bits))
-    return table
+    return {name: {bits: sqnr_db(x, method(x, bits)) for bits in bit_widths} for name, method in METHODS.items()}

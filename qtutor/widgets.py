@@ -20,8 +20,8 @@ import torch
 
 from qtutor.formats import FORMATS
 from qtutor.intmath import fixed_point_multiplier, requantize
-from qtutor.nonuniform import kmeans_fake_quantize, log_fake_quantize, mulaw_fake_quantize
-from qtutor.observers import clip_errors, mse_range
+from qtutor.nonuniform import METHODS
+from qtutor.observers import clip_errors
 from qtutor.plots import draw_bit_layout, new_figure, plot_error, plot_levels
 from qtutor.uniform import dequantize, fake_quantize, mse, qparams, qrange, quantize, sqnr_db
 
@@ -214,26 +214,6 @@ def format_explorer(value: float = 0.1) -> widgets.VBox:
     number = widgets.FloatText(value=value, description="value")
     picker = widgets.Dropdown(options=list(FORMATS), value="FP16", description="format")
     return _explorer([[picker, number]], format_figure, dict(format_name=picker, value=number))
-
-
-def _uniform(x, bits):
-    scale, zero_point = qparams(x.min(), x.max(), bits=bits)
-    return fake_quantize(x, scale, zero_point, bits=bits)
-
-
-def _clipped(x, bits):
-    scale, zero_point = qparams(*mse_range(x, bits=bits), bits=bits)
-    return fake_quantize(x, scale, zero_point, bits=bits)
-
-
-# Every method as x -> x_hat at a bit width (notebooks 03 and 04).
-METHODS = {
-    "uniform": _uniform,
-    "clipped": _clipped,
-    "log": lambda x, bits: log_fake_quantize(x, bits=bits),
-    "kmeans": lambda x, bits: kmeans_fake_quantize(x, bits=bits),
-    "mulaw": lambda x, bits: mulaw_fake_quantize(x, bits=bits),
-}
 
 
 def method_figure(x, *, method: str = "uniform", bits: int = 3):
