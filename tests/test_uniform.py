@@ -117,6 +117,18 @@ def test_per_tensor_bit_exact(dtype, signed, symmetric, scheme, _):
         assert fake_quantize(x, scale, zero_point, signed=signed).equal(expected)
 
 
+def test_large_tensor_bit_exact_across_blocks():
+    """quantize works block by block on large tensors; every block, the last partial one too, must agree."""
+    import qtutor.uniform
+
+    x = torch.randn(2, qtutor.uniform.BLOCK + 1000, generator=torch.Generator().manual_seed(7)) * 3
+    scale, zero_point = qparams(-4.0, 4.0)
+    x.view(-1)[qtutor.uniform.BLOCK - 3:qtutor.uniform.BLOCK + 3] = 0.5 * scale  # midpoints across a boundary
+    reference = torch.quantize_per_tensor(x, scale.item(), zero_point.item(), torch.quint8).int_repr()
+    assert quantize(x.t(), scale, zero_point).equal(reference.t())  # non-contiguous input too
+    assert quantize(x, scale, zero_point).equal(reference)
+
+
 @pytest.mark.parametrize("dtype,signed,symmetric,_,scheme", SCHEMES, ids=SCHEME_IDS)
 @pytest.mark.parametrize("axis", [0, 1, -1])
 def test_per_channel_bit_exact(dtype, signed, symmetric, _, scheme, axis):
