@@ -10,29 +10,16 @@ primitives.md and primitives.json into --out.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import statistics
-import time
 from pathlib import Path
 
 import torch
 import torchvision
 
+from common import RESULTS, command_line, describe, machine, median_seconds, write_results
 from qtutor import dequantize, fake_quantize, qparams, quantize
+from qtutor.course import quiet_deprecations
 from qtutor.nonuniform import kmeans_codebook, log_fake_quantize
 from qtutor.report import format_table
-
-
-def median_seconds(function, repeats: int) -> float:
-    """Median wall time of ``function()`` over ``repeats`` runs after one untimed warm-up."""
-    function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def core_rows(size: int, repeats: int) -> list[dict]:
@@ -73,25 +60,20 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 16_000_000])
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    quiet_deprecations()
     core = [row for size in args.sizes for row in core_rows(size, args.repeats)]
     other = nonuniform_rows(args.repeats)
-    machine = (f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__.split('+')[0]}, "
-               f"median of {args.repeats} runs")
+    info = machine()
     markdown = "\n".join([
-        "# qtutor primitives against PyTorch", "", f"Machine: {machine}.",
-        f"Command: `python benchmarks/primitives.py --sizes {' '.join(map(str, args.sizes))} "
-        f"--repeats {args.repeats} --threads {args.threads}`",
+        "# qtutor primitives against PyTorch", "", f"Machine: {describe(info)}.", f"Command: `{command_line()}`",
+        "", f"Median of {args.repeats} runs after a warm-up; ratio = qtutor / PyTorch, measured in the same process.",
         "", "```", format_table(core, {"qtutor ms": ".2f", "PyTorch ms": ".2f", "ratio": ".2f"}), "```", "",
         "```", format_table(other, {"ms": ".1f"}), "```", ""])
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "primitives.md").write_text(markdown)
-    (args.out / "primitives.json").write_text(json.dumps({"machine": machine, "core": core, "nonuniform": other},
-                                                         indent=2) + "\n")
-    print(markdown)
-
+    write_results(args.out, "primitives", markdown, {"machine": info, "command": command_line(), "core": core,
+                                                     "nonuniform": other})
 
 if __name__ == "__main__":
     main()

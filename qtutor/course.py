@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 import warnings
 
@@ -27,6 +28,8 @@ def quiet_deprecations() -> None:
     warnings.filterwarnings("ignore", message=r".*quantized tensor creation functions.*")
     warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization.*deprecated.*")
     warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.ao\..*")
+    # torchao registers an Enum with torch's pytree on import, and torch logs a dated warning line about it.
+    logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 
 
 def _inline_figures() -> None:

@@ -9,12 +9,13 @@ converted graph is a *reference*: it still computes in FP32 until
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import torch
 from torch.utils.data import DataLoader
 
-__all__ = ["export", "quantize_pt2e", "save", "load", "to_eval"]
+__all__ = ["export", "quantize_pt2e", "drop_unused_weights", "save", "load", "to_eval"]
 
 
 def _quantizer():
@@ -58,8 +59,28 @@ def quantize_pt2e(model: torch.nn.Module, loader: DataLoader, example: torch.Ten
         return to_eval(convert_pt2e(prepared))
 
 
+def drop_unused_weights(module: torch.fx.GraphModule) -> int:
+    """Delete parameters and buffers no graph node reads; returns how many values went.
+
+    ``convert_pt2e`` stores each convolution's weight as INT8 but leaves many of the
+    original FP32 weights attached to the module, unused; saved as they are, they make
+    the INT8 file bigger than the FP32 one (notebook 09).
+    """
+    used = {node.target for node in module.graph.nodes if node.op == "get_attr"}
+    dropped = 0
+    for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+        if name not in used:
+            owner, _, attribute = name.rpartition(".")
+            delattr(module.get_submodule(owner), attribute)
+            dropped += tensor.numel()
+    return dropped
+
+
 def save(module: torch.nn.Module, example: torch.Tensor, path) -> None:
-    """Export a (quantized) module again and write it with ``torch.export.save``."""
+    """Export a (quantized) module again, without its unused weights, and write it with ``torch.export.save``."""
+    if isinstance(module, torch.fx.GraphModule):
+        module = copy.deepcopy(module)
+        drop_unused_weights(module)
     torch.export.save(export(module, example), str(path))
 
 

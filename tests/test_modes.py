@@ -47,3 +47,27 @@ def test_pt2e_quantize_save_load(tiny, tmp_path):
         assert (converted(images) - model(images)).abs().max() < 0.2
         pt2e.save(converted, images[:2], tmp_path / "tiny.pt2")
         assert torch.equal(pt2e.load(tmp_path / "tiny.pt2")(images), converted(images))
+
+
+def values_by_dtype(path) -> dict:
+    """How many tensor values of each dtype a torch.export file holds."""
+    counts = {}
+    for tensor in torch.export.load(str(path)).state_dict.values():
+        counts[tensor.dtype] = counts.get(tensor.dtype, 0) + tensor.numel()
+    return counts
+
+
+def test_pt2e_save_leaves_out_unused_float_weights(tiny, tmp_path):
+    model, images, loader = tiny
+    converted = pt2e.quantize_pt2e(model, loader, images[:2], batches=4)
+    torch.export.save(pt2e.export(converted, images[:2]), str(tmp_path / "as_converted.pt2"))
+    before = sum(t.numel() for t in converted.state_dict().values())
+    pt2e.save(converted, images[:2], tmp_path / "dropped.pt2")
+    assert sum(t.numel() for t in converted.state_dict().values()) == before  # save works on a copy
+    kept, dropped = (values_by_dtype(tmp_path / name) for name in ("as_converted.pt2", "dropped.pt2"))
+    assert dropped[torch.int8] == kept[torch.int8] > 0  # every INT8 weight is still there
+    assert dropped[torch.float32] < 0.5 * kept[torch.float32]  # the unused FP32 originals are not
+    with torch.no_grad():
+        expected = converted(images)
+        assert pt2e.drop_unused_weights(converted) > 0 and pt2e.drop_unused_weights(converted) == 0
+        assert torch.equal(converted(images), expected)

@@ -1,0 +1,231 @@
+"""DenseNet-121 inference in every form the course teaches, measured side by side in one run.
+
+    python benchmarks/inference.py [--sizes 224 64] [--batches 1 16] [--repeats 15] [--threads 2]
+                                   [--variants fp32 fp32_compiled fx_int8 pt2e_int8_compiled bf16 fp16]
+                                   [--random-weights] [--out benchmarks/results]
+
+For each image size the course's DenseNet-121 (trained on the bundled digits at that size and cached in .cache/,
+trained first if missing) is turned into each variant:
+
+    fp32                 the float model, eager
+    fp32_compiled        torch.compile (inductor, freezing on)
+    fx_int8              FX static INT8 (x86 engine), saved as TorchScript and loaded back, as the CLI does
+    pt2e_int8_compiled   torchao PT2E with X86InductorQuantizer, lowered to INT8 kernels by torch.compile
+    bf16, fp16           the float model cast to bfloat16 / float16, eager (only where the CPU computes in them)
+
+Latency: every variant is called once (for compiled ones: the compilation), twice more as warm-up, then the
+variants take turns, one call each, ``--repeats`` times, so drift on a shared machine hits all of them alike.
+Median and interquartile range per variant; speed-up is FP32 eager's median over the variant's, same batch, same
+run. File size: each variant's saved form on disk. Accuracy: the bundled test split (250 images) at that size.
+Writes inference.md and inference.json into --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from common import RESULTS, command_line, cpu_flags, describe, machine, spread, time_once, write_results
+from qtutor import pt2e, ptq
+from qtutor.course import quiet_deprecations
+from qtutor.data import DIGITS_DIR, bundled_stats, checked_image_folder, image_transform
+from qtutor.models import build_densenet, course_checkpoint, evaluate, load_checkpoint
+from qtutor.report import file_size_mb, format_table
+
+VARIANTS = ["fp32", "fp32_compiled", "fx_int8", "pt2e_int8_compiled", "bf16", "fp16"]
+HALF_FLAGS = {"bf16": {"avx512_bf16", "amx_bf16"}, "fp16": {"avx512_fp16", "amx_fp16"}}
+
+
+class CastInputs(torch.nn.Module):
+    """Runs ``module`` on inputs cast to ``dtype`` and returns float32 outputs (for BF16/FP16 models)."""
+
+    def __init__(self, module: torch.nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.module, self.dtype = module, dtype
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.module(images.to(self.dtype)).float()
+
+
+def loaders(size: int, batch: int) -> tuple[DataLoader, DataLoader]:
+    """Calibration (train split, shuffled with a fixed seed) and test loaders of the bundled digits at ``size``."""
+    transform = image_transform(*bundled_stats(), image_size=size)
+    train, _ = checked_image_folder(DIGITS_DIR / "train", transform)
+    test, _ = checked_image_folder(DIGITS_DIR / "test", transform)
+    generator = torch.Generator().manual_seed(0)
+    return (DataLoader(train, batch_size=batch, shuffle=True, generator=generator),
+            DataLoader(test, batch_size=1))
+
+
+def float_model(size: int, random_weights: bool) -> tuple[torch.nn.Module, str]:
+    """The course's trained DenseNet-121 for ``size`` (trained and cached if missing), or a seeded random one."""
+    if random_weights:
+        torch.manual_seed(0)
+        return build_densenet(2).eval(), "random weights (seed 0)"
+    path = course_checkpoint(size)
+    return load_checkpoint(path), f"trained on the bundled digits at {size}x{size} ({path.name})"
+
+
+def compiled(model: torch.nn.Module) -> torch.nn.Module:
+    """``torch.compile`` with inductor; freezing lets it fold weights and lower quantized patterns to INT8."""
+    import torch._inductor.config
+
+    torch._inductor.config.freezing = True
+    torch._dynamo.config.automatic_dynamic_shapes = False  # a static graph for each batch size
+    return torch.compile(model)
+
+
+def build(name: str, model: torch.nn.Module, calibration: DataLoader, example: torch.Tensor, folder: Path):
+    """Variant ``name`` of ``model``: (callable module, saved file, seconds it took to make, not counting compile)."""
+    start = time.perf_counter()
+    fp32_file = folder / "fp32.pth"
+    if not fp32_file.exists():
+        torch.save(model.state_dict(), fp32_file)
+    if name == "fp32":
+        return model, fp32_file, time.perf_counter() - start
+    if name == "fp32_compiled":
+        return compiled(model), fp32_file, time.perf_counter() - start
+    if name == "fx_int8":
+        file = folder / "fx_int8.pt"
+        ptq.save_torchscript(ptq.quantize_fx(model, calibration, (example,), batches=10, progress=False), file)
+        return ptq.load_torchscript(file), file, time.perf_counter() - start
+    if name == "pt2e_int8_compiled":
+        file = folder / "pt2e_int8.pt2"
+        pt2e.save(pt2e.quantize_pt2e(model, calibration, example, batches=10), example, file)
+        return compiled(pt2e.load(file)), file, time.perf_counter() - start
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[name]
+    file = folder / f"{name}.pth"
+    half = copy.deepcopy(model).to(dtype)
+    torch.save(half.state_dict(), file)
+    return CastInputs(half, dtype).eval(), file, time.perf_counter() - start
+
+
+def available(names: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The variants this CPU can run well, and why each other one was skipped."""
+    flags, skipped = cpu_flags(), {}
+    for name, needed in HALF_FLAGS.items():
+        if name in names and not flags & needed:
+            skipped[name] = f"the CPU has none of {', '.join(sorted(needed))}: it would emulate {name}, not compute in it"
+    return [n for n in names if n not in skipped], skipped
+
+
+@torch.no_grad()
+def latency_rows(models: dict, size: int, batch: int, repeats: int) -> list[dict]:
+    """Every variant on the same batch of real images: first call, warm-up, then ``repeats`` calls taking turns."""
+    images = next(iter(loaders(size, batch)[0]))[0]
+    first = {name: time_once(lambda m=model: m(images)) for name, model in models.items()}
+    for model in models.values():
+        model(images), model(images)
+    times = {name: [] for name in models}
+    for _ in range(repeats):
+        for name, model in models.items():
+            times[name].append(time_once(lambda m=model: m(images)))
+    fp32 = spread(times["fp32"])["median ms"] if "fp32" in times else None
+    rows = []
+    for name in models:
+        row = {"size": size, "batch": batch, "variant": name, **spread(times[name]), "first call s": first[name]}
+        row["speed-up vs fp32"] = fp32 / row["median ms"] if fp32 else float("nan")
+        rows.append(row)
+    return rows
+
+
+def size_rows(size: int, names: list[str], args, folder: Path) -> tuple[list[dict], list[dict], str]:
+    """Build every variant at one image size; return its latency rows, its file/accuracy rows and the model note."""
+    model, origin = float_model(size, args.random_weights)
+    calibration, test = loaders(size, 16)
+    example = next(iter(calibration))[0][:2]
+    models, files = {}, []
+    for name in names:
+        print(f"[{size}px] building {name}", flush=True)
+        models[name], file, seconds = build(name, model, calibration, example, folder)
+        files.append({"size": size, "variant": name, "file": file.name, "file MB": file_size_mb(file),
+                      "build s": seconds})
+    latency = []
+    for batch in args.batches:
+        print(f"[{size}px] timing batch {batch}", flush=True)
+        latency += latency_rows(models, size, batch, args.repeats)
+    for row in files:
+        print(f"[{size}px] accuracy of {row['variant']}", flush=True)
+        row["accuracy"] = evaluate(models[row["variant"]], test)
+    reference = next((r for r in files if r["variant"] == "fp32"), None)
+    for row in files:
+        row["size vs fp32"] = row["file MB"] / reference["file MB"] if reference else float("nan")
+        row["accuracy - fp32 (pp)"] = 100 * (row["accuracy"] - reference["accuracy"]) if reference else float("nan")
+    return latency, files, origin
+
+
+def targets(latency: list[dict], files: list[dict]) -> list[str]:
+    """The course's targets (issue 6) checked against this run's figures, one line each."""
+    lines = []
+
+    def check(label, rows, key, test):
+        for row in rows:
+            lines.append(f"- {'met' if test(row[key]) else 'MISSED'}: {label} "
+                         f"({row['size']}px: {row[key]:.2f})")
+
+    fx = [r for r in latency if r["variant"] == "fx_int8" and r["size"] == 224 and r["batch"] == 1]
+    check("FX INT8 at least 3x faster than FP32 eager at 224, batch 1", fx, "speed-up vs fp32", lambda v: v >= 3)
+    int8 = [r for r in files if r["variant"] == "fx_int8"]
+    check("INT8 (TorchScript) file at most 30% of FP32", int8, "size vs fp32", lambda v: v <= 0.30)
+    quantized = [r for r in files if r["variant"].endswith("int8") or r["variant"].endswith("int8_compiled")]
+    check("INT8 test accuracy within 0.5 points of FP32", quantized, "accuracy - fp32 (pp)", lambda v: abs(v) <= 0.5)
+    return lines
+
+
+def markdown(info: dict, latency: list[dict], files: list[dict], origins: dict, skipped: dict,
+             args) -> str:
+    """The results as a Markdown page."""
+    lines = ["# DenseNet-121 inference: FP32, compiled, INT8, BF16/FP16", "",
+             f"Machine: {describe(info)}.", f"Command: `{command_line()}`", "",
+             f"Latency: median and interquartile range of {args.repeats} calls per variant, taken in turns after "
+             "a first call and two warm-up calls; speed-up = FP32 eager median / variant median, same batch, "
+             "same run. `first call s` includes compilation for the compiled variants.", ""]
+    lines += [f"- {size}px model: {origin}" for size, origin in origins.items()]
+    lines += [f"- skipped {name}: {why}" for name, why in skipped.items()]
+    lines += ["", "```", format_table(latency, {"median ms": ".2f", "IQR ms": ".2f", "first call s": ".1f",
+                                                "speed-up vs fp32": ".2f"}), "```", "",
+              "Files and accuracy (bundled test split, 250 images; `build s` = quantizing/saving, not compiling):",
+              "", "```", format_table(files, {"file MB": ".2f", "build s": ".1f", "accuracy": ".4f",
+                                               "size vs fp32": ".2f", "accuracy - fp32 (pp)": "+.1f"}), "```",
+              "", "Targets:", "", *targets(latency, files), ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[224, 64])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=VARIANTS)
+    parser.add_argument("--random-weights", action="store_true", help="a seeded untrained DenseNet (no training)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    warnings.filterwarnings("ignore")  # deprecation notes of torch.ao, torch.jit and torch.export
+    quiet_deprecations()  # and torch's logged note when torchao is imported
+    names, skipped = available(args.variants)
+    latency, files, origins = [], [], {}
+    with tempfile.TemporaryDirectory() as temporary:
+        for size in args.sizes:
+            folder = Path(temporary) / str(size)
+            folder.mkdir()
+            size_latency, size_files, origins[size] = size_rows(size, names, args, folder)
+            latency += size_latency
+            files += size_files
+    info = machine()
+    page = markdown(info, latency, files, origins, skipped, args)
+    write_results(args.out, "inference", page, {"machine": info, "command": command_line(), "latency": latency,
+                                                 "files": files, "models": origins, "skipped": skipped})
+
+
+if __name__ == "__main__":
+    main()
