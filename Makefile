@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Jupyter refuses to run as root unless told; containers and CI machines often are root.
 LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: lab test demo student notebooks clean
+.PHONY: lab test e2e bench demo student notebooks clean
 
 # Create the virtual environment and install qtutor with its dev extra (again whenever pyproject.toml changes).
 $(STAMP): pyproject.toml
@@ -18,9 +18,18 @@ $(STAMP): pyproject.toml
 lab: $(STAMP)  ## open the course in JupyterLab
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(LAB_ROOT)
 
-test: $(STAMP)  ## unit tests, then every notebook under nbval (strict: outputs must match), one at a time
-	$(PY) -m pytest --doctest-modules tests qtutor
+test: $(STAMP)  ## unit tests, every notebook under nbval (strict: outputs must match), then the browser test
+	$(PY) -m pytest --doctest-modules -m "not e2e" tests qtutor
 	$(PY) -m pytest --nbval notebooks
+	$(PY) -m pytest -m e2e tests/e2e
+
+e2e: $(STAMP)  ## only the browser test: JupyterLab in headless Chromium (needs `apt-get install chromium`)
+	$(PY) -m pytest -m e2e tests/e2e
+
+bench: $(STAMP)  ## every benchmark, one at a time (about 45 min: compiling DenseNet takes minutes); tables in benchmarks/results/
+	$(PY) benchmarks/primitives.py
+	$(PY) benchmarks/inference.py
+	$(PY) benchmarks/course.py
 
 # The bundled digits' statistics (data/digits/stats.json) and the size the course model is trained at.
 DEMO := build/demo

@@ -1,0 +1,309 @@
+"""The course in a real browser: JupyterLab on a loopback port, headless Chromium driven by Playwright.
+
+nbval proves the kernels compute; this proves a learner sees the widgets and that dragging one redraws its
+picture and numbers. Chromium is Debian's package (``apt-get install chromium``; QTUTOR_CHROMIUM names another
+binary). Screenshots go to build/e2e/ for a person to look at. Run alone with ``pytest -m e2e tests/e2e``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+SCREENSHOTS = ROOT / "build" / "e2e"
+CHROMIUM = os.environ.get("QTUTOR_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+LOOPBACK = "127.0.0.1"
+PANEL = ".jp-NotebookPanel:not(.lm-mod-hidden) "  # the notebook on show
+# Conditions the page is polled for, each given the notebook panel's CSS selector.
+ALL_CLEARED = r"""panel => [...document.querySelectorAll(panel + '.jp-CodeCell .jp-InputArea-prompt')]
+                             .every(prompt => !/\d/.test(prompt.textContent))"""
+ALL_RUN_OR_FAILED = r"""panel => {
+    const prompts = [...document.querySelectorAll(panel + '.jp-CodeCell .jp-InputArea-prompt')];
+    const failed = document.querySelector(
+        panel + '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.error"]');
+    return failed !== null || (prompts.length > 0 && prompts.every(prompt => /\[\d+\]/.test(prompt.textContent)));
+}"""
+# JupyterLab settings for the test: every cell in the page (no windowing), no news or update checks.
+SETTINGS = {
+    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": '{"windowingMode": "none"}',
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": '{"fetchNews": "false", "checkForUpdates": false}',
+}
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on at the loopback address."""
+    with socket.socket() as probe:
+        probe.bind((LOOPBACK, 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_server(url: str, process: subprocess.Popen, timeout: float = 120) -> None:
+    """Poll ``url`` until the server answers, fails if it exits or takes longer than ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"JupyterLab exited with code {process.returncode} before answering on {url}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"JupyterLab did not answer on {url} within {timeout:.0f} s")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """JupyterLab serving a copy of the notebooks (the committed ones are never touched); yields (url, token)."""
+    home = tmp_path_factory.mktemp("lab")
+    notebooks = home / "notebooks"
+    shutil.copytree(ROOT / "notebooks", notebooks)
+    for name, text in SETTINGS.items():
+        (home / "settings" / name).parent.mkdir(parents=True, exist_ok=True)
+        (home / "settings" / name).write_text(text)
+    port, token = free_port(), os.urandom(16).hex()
+    environment = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
+                   "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"), "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
+    command = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--ServerApp.ip={LOOPBACK}",
+               f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
+               f"--ServerApp.root_dir={notebooks}", "--LabApp.news_url=None",
+               "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--ServerApp.allow_root=True"]
+    log = (home / "server.log").open("w")
+    process = subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    url = f"http://{LOOPBACK}:{port}"
+    try:
+        wait_for_server(f"{url}/api/status?token={token}", process)
+        yield url, token
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Debian Chromium through Playwright; fails, never skips, when Chromium is missing."""
+    if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
+        pytest.fail(f"Chromium not found at {CHROMIUM}: the browser test needs it. Install Debian's package "
+                    "(sudo apt-get install chromium; .ci/run does this) or set QTUTOR_CHROMIUM to a Chromium binary.")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+class Session:
+    """One browser page on one notebook, recording console errors and any request that leaves the loopback."""
+
+    def __init__(self, browser, lab, notebook: str):
+        url, token = lab
+        self.context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        self.errors, self.blocked = [], []
+        self.context.route("**/*", self._only_loopback)
+        self.page = self.context.new_page()
+        self.page.on("console", lambda message: message.type == "error" and self.errors.append(message.text))
+        self.page.on("pageerror", lambda error: self.errors.append(f"page error: {error}"))
+        self.page.set_default_timeout(60_000)
+        self.page.goto(f"{url}/lab/tree/{notebook}?reset&token={token}")
+        self.notebook = self.page.locator(PANEL + ".jp-Notebook")
+        self.notebook.locator(".jp-Cell").first.wait_for()
+        # The status bar says "Python 3 (ipykernel) | Idle" once the kernel has started and connected.
+        self.page.locator(".jp-StatusBar-TextItem", has_text="| Idle").wait_for(timeout=120_000)
+
+    def _only_loopback(self, route):
+        if urlparse(route.request.url).hostname in (LOOPBACK, "localhost") or route.request.url.startswith(
+                ("data:", "blob:")):
+            route.continue_()
+        else:
+            self.blocked.append(route.request.url)
+            route.abort()
+
+    def menu(self, menu: str, item: str) -> None:
+        """Click ``item`` in the main menu ``menu``, as a learner would."""
+        self.page.locator(".lm-MenuBar-itemLabel", has_text=menu).first.click()
+        self.page.locator(".lm-Menu-itemLabel").get_by_text(item, exact=True).click()
+        self.page.locator(".lm-Menu").first.wait_for(state="detached")
+
+    def run_all(self, timeout_s: float) -> None:
+        """Clear every output, run all cells, and wait until each code cell has an execution count (or one fails)."""
+        self.menu("Edit", "Clear Outputs of All Cells")
+        self.page.wait_for_function(ALL_CLEARED, arg=PANEL)
+        self.menu("Run", "Run All Cells")
+        self.page.wait_for_function(ALL_RUN_OR_FAILED, arg=PANEL, timeout=timeout_s * 1000)
+        failed = self.notebook.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']")
+        assert failed.count() == 0, f"a cell raised: {failed.first.inner_text()[:2000]}"
+
+    def widget_in_cell(self, code: str):
+        """The widget box in the output of the code cell whose source contains ``code``."""
+        cell = self.notebook.locator(".jp-CodeCell", has=self.page.locator(".jp-InputArea", has_text=code))
+        widget = cell.locator(".jp-OutputArea-output .widget-vbox").first
+        widget.locator("img.widget-image").wait_for()
+        return widget
+
+    def close(self, name: str) -> None:
+        """Keep a picture of the whole page as it was left (the place to look when a test fails), then close."""
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(SCREENSHOTS / f"{name}-page.png"))
+        self.context.close()
+
+
+def shut_down_kernels(lab) -> None:
+    """Stop every kernel the server runs (a closed page leaves its kernel running)."""
+    url, token = lab
+    headers = {"Authorization": f"token {token}"}
+    with urllib.request.urlopen(urllib.request.Request(f"{url}/api/sessions", headers=headers)) as response:
+        sessions = json.load(response)
+    for opened in sessions:
+        request = urllib.request.Request(f"{url}/api/sessions/{opened['id']}", method="DELETE", headers=headers)
+        urllib.request.urlopen(request).close()
+
+
+@pytest.fixture
+def session(browser, lab, request):
+    """A Session on the notebook named by the test's parameter, always closed, its kernel stopped."""
+    opened = Session(browser, lab, request.param)
+    try:
+        yield opened
+    finally:
+        opened.close(request.node.name.replace("/", "_"))
+        shut_down_kernels(lab)
+
+
+def picture_and_numbers(widget) -> tuple[str, str]:
+    """The widget's PNG (as its data URL) and its printed numbers."""
+    return widget.locator("img.widget-image").get_attribute("src"), widget.locator(".widget-html").inner_text()
+
+
+def settled(widget, quiet_s: float = 2.0, timeout_s: float = 30) -> tuple[str, str]:
+    """The widget's picture and numbers once they have stopped changing for ``quiet_s`` seconds.
+
+    A slider's front end may send the kernel a value of its own soon after it appears (a range slider
+    snaps its value to its step), and a redraw is a round trip: read too early, and a test compares the
+    wrong pictures.
+    """
+    deadline = time.monotonic() + timeout_s
+    last, since = picture_and_numbers(widget), time.monotonic()
+    while time.monotonic() - since < quiet_s and time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = picture_and_numbers(widget)
+        if now != last:
+            last, since = now, time.monotonic()
+    return last
+
+
+def wait_for_redraw(widget, before: tuple[str, str], timeout_s: float = 30) -> tuple[str, str]:
+    """Poll until the picture and the numbers both differ from ``before``, then until they settle."""
+    deadline = time.monotonic() + timeout_s
+    now = picture_and_numbers(widget)
+    while time.monotonic() < deadline and (now[0] == before[0] or now[1] == before[1]):
+        time.sleep(0.25)
+        now = picture_and_numbers(widget)
+    assert now[0] != before[0], f"the picture did not change within {timeout_s:.0f} s of moving the control"
+    assert now[1] != before[1], f"the numbers did not change within {timeout_s:.0f} s: still {now[1]!r}"
+    return settled(widget)
+
+
+def numbers(text: str) -> dict[str, float]:
+    """The ``name=value`` pairs a widget prints, as floats."""
+    return {name: float(value) for name, value in (pair.split("=") for pair in text.split())}
+
+
+def drag(page, handle, track, fraction: float) -> None:
+    """Drag a slider's ``handle`` with the mouse to ``fraction`` of the way along its ``track``, as a learner does."""
+    start, box = handle.bounding_box(), track.bounding_box()
+    page.mouse.move(start["x"] + start["width"] / 2, start["y"] + start["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + fraction * box["width"], start["y"] + start["height"] / 2, steps=10)
+    page.mouse.up()
+
+
+def screenshot(widget, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    widget.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+
+
+@pytest.mark.parametrize("session", ["01_uniform_quantization.ipynb"], indirect=True)
+def test_uniform_explorer_redraws_when_the_bits_slider_moves(session):
+    session.run_all(timeout_s=180)
+    widget = session.widget_in_cell("uniform_explorer(data)")
+    slider = widget.locator(".widget-slider", has=session.page.locator("label", has_text="bits")).first
+    readout = slider.locator(".widget-readout")
+    before = settled(widget)
+    assert before[0] and before[1], "the widget shows no picture or no numbers"
+    bits = int(readout.inner_text())
+    screenshot(widget, "01_uniform_explorer_before")
+    drag(session.page, slider.locator(".noUi-handle").first, slider.locator(".noUi-base").first, fraction=0.6)
+    after = wait_for_redraw(widget, before)
+    new_bits = int(readout.inner_text())
+    assert new_bits > bits, f"dragging the bits slider right left it at {new_bits}"
+    # Each extra bit quarters the rounding error: the numbers must be those of the new width, not the old one.
+    assert numbers(after[1])["mse"] < numbers(before[1])["mse"] / 4 ** (new_bits - bits) * 2
+    screenshot(widget, "01_uniform_explorer_after")
+    assert not session.errors, f"browser console errors: {session.errors}"
+    print(f"bits {bits} -> {new_bits}; numbers before: {before[1]!r}; after: {after[1]!r}")
+
+
+@pytest.mark.parametrize("session", ["06_densenet_static_ptq.ipynb"], indirect=True)
+def test_layer_explorer_redraws_when_another_layer_is_picked(session):
+    session.run_all(timeout_s=900)
+    widget = session.widget_in_cell("layer_explorer(activations, layers)")
+    picker = widget.locator(".widget-dropdown select")
+    options = picker.locator("option").all_inner_texts()
+    assert len(options) > 10, f"the layer picker offers only {options}"
+    before = settled(widget)
+    screenshot(widget, "06_layer_explorer_before")
+    picker.select_option(options[len(options) // 2])
+    after = wait_for_redraw(widget, before)
+    screenshot(widget, "06_layer_explorer_after")
+    assert not session.errors, f"browser console errors: {session.errors}"
+    print(f"layer {options[0]} -> {options[len(options) // 2]}; numbers before: {before[1]!r}; after: {after[1]!r}")
+
+
+@pytest.mark.parametrize("session", [path.name for path in NOTEBOOKS if path.name < "06"], indirect=True)
+def test_concept_notebook_runs_with_every_widget_shown(session):
+    """Notebooks 00-05 take seconds each: run them all and check every widget output became a live widget."""
+    session.run_all(timeout_s=300)
+    explorers = session.notebook.locator(".jp-CodeCell", has=session.page.locator(".jp-InputArea",
+                                                                                 has_text="_explorer("))
+    widgets = session.notebook.locator(".jp-OutputArea-output:has(> .jupyter-widgets) img.widget-image")
+    assert explorers.count() >= 1 and widgets.count() >= explorers.count(), \
+        f"{explorers.count()} explorer cells but {widgets.count()} widget pictures on the page"
+    broken = session.notebook.locator(".jp-OutputArea-output", has_text="Error displaying widget")
+    assert broken.count() == 0, broken.first.inner_text()
+    session.page.wait_for_timeout(1000)
+    assert not session.errors, f"browser console errors: {session.errors}"
+    assert not session.blocked, f"the page tried to reach beyond the loopback address: {session.blocked}"
+
+
+@pytest.mark.parametrize("session", [path.name for path in NOTEBOOKS], indirect=True)
+def test_notebook_opens_without_front_end_errors(session):
+    cells = session.notebook.locator(".jp-Cell")
+    assert cells.count() > 5
+    session.page.wait_for_timeout(1500)  # saved widget views render after the kernel is ready
+    assert not session.errors, f"browser console errors: {session.errors}"
+    assert not session.blocked, f"the page tried to reach beyond the loopback address: {session.blocked}"

@@ -1,0 +1,62 @@
+"""Benchmarks are not tests (nothing here is timed): each one runs at a tiny size so it cannot rot unnoticed."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run(script: str, *arguments) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(BENCHMARKS / script), *map(str, arguments)], capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_primitives_writes_its_tables(tmp_path):
+    result = run("primitives.py", "--sizes", 1000, "--repeats", 1, "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    data = json.loads((tmp_path / "primitives.json").read_text())
+    assert [row["operation"] for row in data["core"]] == ["quantize", "dequantize", "fake_quantize"]
+    assert all(row["ratio"] > 0 for row in data["core"]) and len(data["nonuniform"]) == 2
+    assert "ratio" in (tmp_path / "primitives.md").read_text()
+
+
+def test_inference_writes_its_tables(tmp_path):
+    result = run("inference.py", "--sizes", 32, "--batches", 2, "--repeats", 1, "--random-weights",
+                 "--variants", "fp32", "fx_int8", "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    data = json.loads((tmp_path / "inference.json").read_text())
+    assert [row["variant"] for row in data["latency"]] == ["fp32", "fx_int8"]
+    fp32, int8 = data["files"]
+    assert fp32["size vs fp32"] == 1.0 and int8["size vs fp32"] < 0.35  # the INT8 file really is smaller
+    assert 0 <= int8["accuracy"] <= 1 and data["latency"][0]["speed-up vs fp32"] == 1.0
+    assert "INT8 (TorchScript) file at most 30% of FP32" in (tmp_path / "inference.md").read_text()
+
+
+def test_inference_reports_a_missed_target():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from inference import targets
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    latency = [{"size": 224, "batch": 1, "variant": "fx_int8", "speed-up vs fp32": 2.5}]
+    files = [{"size": 224, "variant": "fx_int8", "size vs fp32": 0.28, "accuracy - fp32 (pp)": -0.8}]
+    lines = targets(latency, files)
+    assert [line.split(":")[0] for line in lines] == ["- MISSED", "- met", "- MISSED"]
+
+
+def test_course_times_each_notebook(tmp_path):
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell("block = bytearray(50_000_000)")]
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, tmp_path / "00_tiny.ipynb")
+    result = run("course.py", "--notebooks", tmp_path / "00_tiny.ipynb", "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = json.loads((tmp_path / "course.json").read_text())["notebooks"]
+    assert [row["notebook"] for row in rows] == ["00_tiny.ipynb", "total"]
+    assert rows[0]["peak MB"] > 50  # the kernel's 50 MB block is counted
+    assert rows[1]["wall s"] == pytest.approx(rows[0]["wall s"])
