@@ -81,7 +81,8 @@ def save(module: torch.nn.Module, example: torch.Tensor, path) -> None:
     if isinstance(module, torch.fx.GraphModule):
         module = copy.deepcopy(module)
         drop_unused_weights(module)
-    torch.export.save(export(module, example), str(path))
+    # torch.export keeps the example input in the file; a slice of a batch would bring the whole batch along.
+    torch.export.save(export(module, example[:2].clone()), str(path))
 
 
 def load(path) -> torch.nn.Module:

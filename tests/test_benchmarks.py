@@ -44,9 +44,12 @@ def test_inference_reports_a_missed_target():
     finally:
         sys.path.remove(str(BENCHMARKS))
     latency = [{"size": 224, "batch": 1, "variant": "fx_int8", "speed-up vs fp32": 2.5}]
-    files = [{"size": 224, "variant": "fx_int8", "size vs fp32": 0.28, "accuracy - fp32 (pp)": -0.8}]
+    files = [{"size": 224, "variant": "fp32", "size vs fp32": 1.0, "accuracy": 0.99, "accuracy - fp32 (pp)": 0.0},
+             {"size": 224, "variant": "fx_int8", "size vs fp32": 0.28, "accuracy": 0.982, "accuracy - fp32 (pp)": -0.8}]
     lines = targets(latency, files)
     assert [line.split(":")[0] for line in lines] == ["- MISSED", "- met", "- MISSED"]
+    files[0]["accuracy"] = 0.66  # an FP32 model that never learned the task: its INT8 difference is not judged
+    assert [line.split(":")[0] for line in targets(latency, files)] == ["- MISSED", "- met", "- not judged"]
 
 
 def test_course_times_each_notebook(tmp_path):

@@ -71,3 +71,12 @@ def test_pt2e_save_leaves_out_unused_float_weights(tiny, tmp_path):
         expected = converted(images)
         assert pt2e.drop_unused_weights(converted) > 0 and pt2e.drop_unused_weights(converted) == 0
         assert torch.equal(converted(images), expected)
+
+
+def test_pt2e_save_keeps_only_two_example_images(tiny, tmp_path):
+    model, images, loader = tiny
+    converted = pt2e.quantize_pt2e(model, loader, images[:2], batches=1)
+    big_batch = torch.randn(64, 3, 32, 32)
+    pt2e.save(converted, big_batch[:2], tmp_path / "slice.pt2")  # a view of 64 images
+    pt2e.save(converted, big_batch[:2].clone(), tmp_path / "copy.pt2")
+    assert (tmp_path / "slice.pt2").stat().st_size <= (tmp_path / "copy.pt2").stat().st_size + 1000

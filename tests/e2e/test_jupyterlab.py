@@ -30,15 +30,17 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-network
                   "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 LOOPBACK = "127.0.0.1"
 PANEL = ".jp-NotebookPanel:not(.lm-mod-hidden) "  # the notebook on show
+TRACEBACK = "Traceback (most recent call last)"  # how an exception shows in a cell's output (stderr)
 # Conditions the page is polled for, each given the notebook panel's CSS selector.
 ALL_CLEARED = r"""panel => [...document.querySelectorAll(panel + '.jp-CodeCell .jp-InputArea-prompt')]
                              .every(prompt => !/\d/.test(prompt.textContent))"""
 ALL_RUN_OR_FAILED = r"""panel => {
     const prompts = [...document.querySelectorAll(panel + '.jp-CodeCell .jp-InputArea-prompt')];
-    const failed = document.querySelector(
-        panel + '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.error"]');
-    return failed !== null || (prompts.length > 0 && prompts.every(prompt => /\[\d+\]/.test(prompt.textContent)));
-}"""
+    const stderr = [...document.querySelectorAll(
+        panel + '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')];
+    const failed = stderr.some(output => output.textContent.includes(TRACEBACK));
+    return failed || (prompts.length > 0 && prompts.every(prompt => /\[\d+\]/.test(prompt.textContent)));
+}""".replace("TRACEBACK", repr(TRACEBACK))
 # JupyterLab settings for the test: every cell in the page (no windowing), no news or update checks.
 SETTINGS = {
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": '{"windowingMode": "none"}',
@@ -83,7 +85,8 @@ def lab(tmp_path_factory):
     command = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--ServerApp.ip={LOOPBACK}",
                f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
                f"--ServerApp.root_dir={notebooks}", "--LabApp.news_url=None",
-               "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--ServerApp.allow_root=True"]
+               "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--LabApp.extension_manager=readonly",
+               "--ServerApp.allow_root=True"]
     log = (home / "server.log").open("w")
     process = subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)
@@ -155,8 +158,8 @@ class Session:
         self.page.wait_for_function(ALL_CLEARED, arg=PANEL)
         self.menu("Run", "Run All Cells")
         self.page.wait_for_function(ALL_RUN_OR_FAILED, arg=PANEL, timeout=timeout_s * 1000)
-        failed = self.notebook.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']")
-        assert failed.count() == 0, f"a cell raised: {failed.first.inner_text()[:2000]}"
+        failed = self.notebook.locator(".jp-OutputArea-output", has_text=TRACEBACK)
+        assert failed.count() == 0, f"a cell raised: {failed.first.inner_text()[-2000:]}"
 
     def widget_in_cell(self, code: str):
         """The widget box in the output of the code cell whose source contains ``code``."""
