@@ -90,20 +90,32 @@ def _explorer_box(*control_rows) -> widgets.VBox:
     return widgets.VBox(rows + [widgets.Image(format="png"), widgets.HTML()])
 
 
-def _explorer(rows, figure_function, controls: dict, before_redraw=None, **fixed) -> widgets.VBox:
+def _explorer(rows, figure_function, controls: dict, before_redraw=None, after_redraw=None,
+              **fixed) -> widgets.VBox:
     """Wire ``controls`` (keyword name -> widget) to ``figure_function(**fixed, **values)``.
 
     ``rows`` lists the controls row by row as they appear; ``before_redraw``,
     if given, receives the values and returns them adjusted (for controls
-    that depend on each other).
+    that depend on each other); ``after_redraw``, if given, receives the stats
+    drawn (to show them on controls). Controls they set while drawing do not
+    cause another redraw.
     """
     box = _explorer_box(*rows)
+    drawing = []  # non-empty while a redraw runs
 
     def redraw(_change=None):
-        values = {name: control.value for name, control in controls.items()}
-        if before_redraw is not None:
-            values = before_redraw(values)
-        _show(box, figure_function, **fixed, **values)
+        if drawing:
+            return
+        drawing.append(True)
+        try:
+            values = {name: control.value for name, control in controls.items()}
+            if before_redraw is not None:
+                values = before_redraw(values)
+            _show(box, figure_function, **fixed, **values)
+            if after_redraw is not None:
+                after_redraw(box.last_stats)
+        finally:
+            drawing.clear()
 
     for control in controls.values():
         control.observe(redraw, names="value")
@@ -143,9 +155,13 @@ def uniform_explorer(x) -> widgets.VBox:
             values["zero_point"] = None
         return values
 
+    def show_derived(stats):
+        if zero_point.disabled:  # the slider shows the zero-point the range gives, greyed out
+            zero_point.value = stats["zero_point"]
+
     return _explorer([[bits, value_range], [auto, zero_point]], uniform_figure,
                      dict(bits=bits, value_range=value_range, auto=auto, zero_point=zero_point),
-                     before_redraw=adjust, x=x)
+                     before_redraw=adjust, after_redraw=show_derived, x=x)
 
 
 def clipping_figure(x, *, clip: float = 1.0, bits: int = 4, points: int = 40):

@@ -81,6 +81,24 @@ def test_explorers_redraw_when_a_slider_moves(explorer):
         assert all(b != a for b, a in zip(before, after)), slider.description  # numbers, picture, text
 
 
+def test_uniform_explorer_shows_the_derived_zero_point(monkeypatch):
+    import qtutor.widgets
+
+    draws = []
+    monkeypatch.setattr(qtutor.widgets, "uniform_figure",
+                        lambda *args, **kwargs: draws.append(kwargs) or uniform_figure(*args, **kwargs))
+    box = uniform_explorer(data())
+    (bits, value_range), (auto, zero_point) = (row.children for row in box.children[:2])
+    draws.clear()
+    for width in (8, 3, 6):  # 8 -> 3 clamps the shown zero-point (128) to the new maximum (7) on the way
+        bits.value = width
+        assert zero_point.disabled and zero_point.value == box.last_stats["zero_point"] > 0
+    assert len(draws) == 3  # one picture per move: showing the zero-point does not redraw again
+    auto.value = False  # now the learner's zero-point rules, starting from the derived one
+    zero_point.value = 0
+    assert box.last_stats["zero_point"] == 0 and not zero_point.disabled
+
+
 def test_format_stats():
     assert format_stats({"a": 0.123456, "b": 3}) == "a=0.1235  b=3"
 

@@ -170,9 +170,11 @@ class Session:
 
     def close(self, name: str) -> None:
         """Keep a picture of the whole page as it was left (the place to look when a test fails), then close."""
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(path=str(SCREENSHOTS / f"{name}-page.png"))
-        self.context.close()
+        try:
+            SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+            self.page.screenshot(path=str(SCREENSHOTS / f"{name}-page.png"))
+        finally:
+            self.context.close()
 
 
 def shut_down_kernels(lab) -> None:
@@ -193,8 +195,10 @@ def session(browser, lab, request):
     try:
         yield opened
     finally:
-        opened.close(request.node.name.replace("/", "_"))
-        shut_down_kernels(lab)
+        try:
+            opened.close(request.node.name.replace("/", "_"))
+        finally:
+            shut_down_kernels(lab)
 
 
 def picture_and_numbers(widget) -> tuple[str, str]:
@@ -266,6 +270,9 @@ def test_uniform_explorer_redraws_when_the_bits_slider_moves(session):
     assert new_bits > bits, f"dragging the bits slider right left it at {new_bits}"
     # Each extra bit quarters the rounding error: the numbers must be those of the new width, not the old one.
     assert numbers(after[1])["mse"] < numbers(before[1])["mse"] / 4 ** (new_bits - bits) * 2
+    # The greyed-out zero-point slider shows the zero-point the range gives at the new width.
+    zero_point = widget.locator(".widget-slider", has=session.page.locator("label", has_text="zero-point")).first
+    assert int(zero_point.locator(".widget-readout").inner_text()) == numbers(after[1])["zero_point"]
     screenshot(widget, "01_uniform_explorer_after")
     assert not session.errors, f"browser console errors: {session.errors}"
     print(f"bits {bits} -> {new_bits}; numbers before: {before[1]!r}; after: {after[1]!r}")
