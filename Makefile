@@ -31,19 +31,20 @@ bench: $(STAMP)  ## every benchmark, one at a time (about 45 min: compiling Dens
 	$(PY) benchmarks/inference.py
 	$(PY) benchmarks/course.py
 
-# The bundled digits' statistics (data/digits/stats.json) and the size the course model is trained at.
+# The bundled digits' statistics (data/digits/stats.json), classes, and the size the course model is trained at.
 DEMO := build/demo
-MEAN := (0.1196, 0.1196, 0.1196)
-STD := (0.295, 0.295, 0.295)
+MEAN := (0.1315, 0.1315, 0.1315)
+STD := (0.3088, 0.3088, 0.3088)
+CLASSES := 10
 SIZE := 64
 
-demo: $(STAMP)  ## the command line end to end on the bundled data: train (or reuse the cache), quantize, evaluate, predict
+demo: $(STAMP)  ## the command line end to end on the bundled data: train (copies the shipped model), quantize, evaluate, predict
 	mkdir -p $(DEMO)
-	$(VENV)/bin/qtutor --task train --dst_model $(DEMO)/densenet_digits.pth --image_size $(SIZE)
+	$(VENV)/bin/qtutor --task train --dst_model $(DEMO)/densenet_digits.pth --classes_number $(CLASSES) --image_size $(SIZE)
 	$(VENV)/bin/qtutor --task quantize --src_model $(DEMO)/densenet_digits.pth --dst_model $(DEMO)/densenet_digits_int8.pt \
-		--classes_number 2 --mean "$(MEAN)" --std "$(STD)" --dataset_path data/digits --image_size $(SIZE)
+		--classes_number $(CLASSES) --mean "$(MEAN)" --std "$(STD)" --dataset_path data/digits --image_size $(SIZE)
 	$(VENV)/bin/qtutor --task evaluate --src_model $(DEMO)/densenet_digits.pth --dst_model $(DEMO)/densenet_digits_int8.pt \
-		--mean "$(MEAN)" --std "$(STD)" --dataset_path data/digits --image_size $(SIZE)
+		--classes_number $(CLASSES) --mean "$(MEAN)" --std "$(STD)" --dataset_path data/digits --image_size $(SIZE)
 	$(VENV)/bin/qtutor --task predict --dst_model $(DEMO)/densenet_digits_int8.pt --labels_file data/digits/labels.txt \
 		--images_path data/samples --mean "$(MEAN)" --std "$(STD)" --image_size $(SIZE)
 

@@ -1,4 +1,7 @@
-"""What every benchmark shares: timing with warm-up, a description of the machine, writing results."""
+"""What every benchmark shares: a description of the machine, timing columns, writing results.
+
+Timing itself is ``qtutor.metrics.time_in_turns``, the helper the notebooks and the command line use.
+"""
 
 from __future__ import annotations
 
@@ -6,43 +9,20 @@ import datetime
 import json
 import platform
 import shlex
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
+from qtutor.hardware import cpu_name, extensions
+from qtutor.metrics import Timing
+
 RESULTS = Path(__file__).parent / "results"
-
-
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags from /proc/cpuinfo (empty where there is none)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    line = next((line for line in text.splitlines() if line.startswith("flags")), "")
-    return set(line.partition(":")[2].split())
-
-
-def cpu_name() -> str:
-    """The CPU's model name, or the platform's processor string."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine() -> dict:
     """Where and how a benchmark ran: CPU, its matrix extensions, threads, library versions, date."""
-    extensions = sorted(flag for flag in cpu_flags()
-                        if flag in {"avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16",
-                                    "amx_tile", "amx_int8", "amx_bf16", "amx_fp16"})
-    return {"cpu": cpu_name(), "extensions": extensions, "threads": torch.get_num_threads(),
+    return {"cpu": cpu_name(), "extensions": extensions(), "threads": torch.get_num_threads(),
             "torch": torch.__version__.split("+")[0], "python": platform.python_version(),
             "date": datetime.date.today().isoformat()}
 
@@ -58,32 +38,10 @@ def command_line() -> str:
     return "python " + shlex.join([str(Path(sys.argv[0]).as_posix()), *sys.argv[1:]])
 
 
-def time_once(function) -> float:
-    """Seconds one call of ``function()`` takes."""
-    start = time.perf_counter()
-    function()
-    return time.perf_counter() - start
-
-
-def timed_runs(function, repeats: int, *, warmup: int = 1) -> list[float]:
-    """Seconds of ``repeats`` calls of ``function()``, after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        function()
-    return [time_once(function) for _ in range(repeats)]
-
-
-def median_seconds(function, repeats: int) -> float:
-    """Median wall time of ``function()`` over ``repeats`` runs after one untimed warm-up."""
-    return statistics.median(timed_runs(function, repeats))
-
-
-def spread(times: list[float]) -> dict:
-    """Median and interquartile range (25th to 75th percentile) of a list of times, in milliseconds."""
-    milliseconds = sorted(t * 1e3 for t in times)
-    if len(milliseconds) < 2:
-        return {"median ms": milliseconds[0], "IQR ms": 0.0}
-    low, _, high = statistics.quantiles(milliseconds, n=4, method="inclusive")
-    return {"median ms": statistics.median(milliseconds), "IQR ms": high - low}
+def timing_row(timing: Timing) -> dict:
+    """A timing's median and interquartile range in milliseconds, as table columns."""
+    low, high = timing.iqr
+    return {"median ms": timing.median, "IQR ms": high - low}
 
 
 def write_results(out: Path, name: str, markdown: str, data: dict) -> None:

@@ -1,11 +1,10 @@
 """The whole course, timed: every notebook executed once, one at a time, with its wall time and peak memory.
 
-    python benchmarks/course.py [--warm] [--notebooks notebooks/0*.ipynb] [--out benchmarks/results]
+    python benchmarks/course.py [--notebooks notebooks/0*.ipynb] [--out benchmarks/results]
 
 Each notebook runs top to bottom in a fresh kernel, in its own process, in memory (the committed files are not
-touched). Peak memory is the kernel's largest resident set size. By default the model cache is a new, empty
-folder, so the first DenseNet notebook trains the course model as a learner's first run does; --warm uses the
-cache in .cache/ as it is. Writes course.md and course.json into --out.
+touched), as a learner's first run does: the course model ships in data/models/, so nothing is trained first.
+Peak memory is the kernel's largest resident set size. Writes course.md and course.json into --out.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import os
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -54,19 +52,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--notebooks", type=Path, nargs="+",
                         default=sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")))
-    parser.add_argument("--warm", action="store_true", help="use the model cache in .cache/ as it is")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--one", type=Path, help=argparse.SUPPRESS)  # internal: run one notebook, print JSON
     args = parser.parse_args()
     if args.one:
         print(json.dumps(run_one(args.one)))
         return
-    with tempfile.TemporaryDirectory() as empty_cache:
-        environment = dict(os.environ) if args.warm else {**os.environ, "QTUTOR_CACHE": empty_cache}
-        rows = []
-        for notebook in args.notebooks:
-            print(f"executing {notebook.name}", flush=True)
-            rows.append(run_in_subprocess(notebook, environment))
+    rows = []
+    for notebook in args.notebooks:
+        print(f"executing {notebook.name}", flush=True)
+        rows.append(run_in_subprocess(notebook, dict(os.environ)))
     total = sum(row["wall s"] for row in rows)
     rows.append({"notebook": "total", "code cells": sum(row["code cells"] for row in rows), "wall s": total,
                  "peak MB": max(row["peak MB"] for row in rows)})
@@ -76,12 +71,10 @@ def main() -> None:
     verdict = "met" if total < BUDGET_S else "MISSED"
     page = "\n".join([
         "# The course, timed", "", f"Machine: {describe(info)}.", f"Command: `{command_line()}`", "",
-        f"Model cache: {'warm (.cache/ as found)' if args.warm else 'cold (an empty folder: notebook 06 trains the model)'}."
-        " Each notebook in a fresh kernel, one at a time; peak MB is the kernel's largest resident set.", "",
+        "Each notebook in a fresh kernel, one at a time; peak MB is the kernel's largest resident set.", "",
         "```", format_table(rows, {"wall s": ".1f", "peak MB": ".0f"}), "```", "",
         f"- {verdict}: the whole course under {BUDGET_S // 60} minutes ({total / 60:.1f} min)", ""])
-    write_results(args.out, "course", page, {"machine": info, "command": command_line(), "warm": args.warm,
-                                             "notebooks": rows})
+    write_results(args.out, "course", page, {"machine": info, "command": command_line(), "notebooks": rows})
 
 
 if __name__ == "__main__":

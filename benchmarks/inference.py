@@ -4,8 +4,8 @@
                                    [--variants fp32 fp32_compiled fx_int8 pt2e_int8_compiled bf16 fp16]
                                    [--random-weights] [--out benchmarks/results]
 
-For each image size the course's DenseNet-121 (trained on the bundled digits at that size and cached in .cache/,
-trained first if missing) is turned into each variant:
+For each image size the course's DenseNet-121 (trained on the bundled digits at 64x64, shipped in data/models/;
+at other sizes the same weights run for speed and size only) is turned into each variant:
 
     fp32                 the float model, eager
     fp32_compiled        torch.compile (inductor, freezing on)
@@ -15,8 +15,10 @@ trained first if missing) is turned into each variant:
 
 Latency: every variant is called once (for compiled ones: the compilation), twice more as warm-up, then the
 variants take turns, one call each, ``--repeats`` times, so drift on a shared machine hits all of them alike.
-Median and interquartile range per variant; speed-up is FP32 eager's median over the variant's, same batch, same
-run. File size: each variant's saved form on disk. Accuracy: the bundled test split (250 images) at that size.
+Median and interquartile range per variant (qtutor.metrics.time_in_turns, the course's one timing helper);
+speed-up is FP32 eager's median over the variant's, same batch, same run. File size: each variant's saved form on
+disk. Accuracy, agreement and KL against FP32: the bundled test split (1,000 images), at the size the model was
+trained at only.
 Writes inference.md and inference.json into --out.
 """
 
@@ -32,46 +34,29 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from common import RESULTS, command_line, cpu_flags, describe, machine, spread, time_once, write_results
+from common import RESULTS, command_line, describe, machine, timing_row, write_results
 from qtutor import pt2e, ptq
 from qtutor.course import quiet_deprecations
-from qtutor.data import DIGITS_DIR, bundled_stats, checked_image_folder, image_transform
-from qtutor.models import build_densenet, course_checkpoint, evaluate, load_checkpoint
-from qtutor.report import file_size_mb, format_table
+from qtutor.data import COURSE_IMAGE_SIZE, course_data
+from qtutor.hardware import cpu_flags
+from qtutor.metrics import compare, file_size_mb, predict, time_in_turns
+from qtutor.models import build_densenet, course_model
+from qtutor.precision import CastInputs
+from qtutor.report import format_table
 
 VARIANTS = ["fp32", "fp32_compiled", "fx_int8", "pt2e_int8_compiled", "bf16", "fp16"]
+FILE_COLUMNS = ["size", "variant", "file", "file MB", "build s", "size vs fp32", "accuracy", "accuracy low",
+                "accuracy high", "agreement", "KL", "accuracy - fp32 (pp)"]
 WELL_TRAINED = 0.95  # below this FP32 test accuracy, an INT8-minus-FP32 difference says nothing about quantization
 HALF_FLAGS = {"bf16": {"avx512_bf16", "amx_bf16"}, "fp16": {"avx512_fp16", "amx_fp16"}}
 
 
-class CastInputs(torch.nn.Module):
-    """Runs ``module`` on inputs cast to ``dtype`` and returns float32 outputs (for BF16/FP16 models)."""
-
-    def __init__(self, module: torch.nn.Module, dtype: torch.dtype):
-        super().__init__()
-        self.module, self.dtype = module, dtype
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.module(images.to(self.dtype)).float()
-
-
-def loaders(size: int, batch: int) -> tuple[DataLoader, DataLoader]:
-    """Calibration (train split, shuffled with a fixed seed) and test loaders of the bundled digits at ``size``."""
-    transform = image_transform(*bundled_stats(), image_size=size)
-    train, _ = checked_image_folder(DIGITS_DIR / "train", transform)
-    test, _ = checked_image_folder(DIGITS_DIR / "test", transform)
-    generator = torch.Generator().manual_seed(0)
-    return (DataLoader(train, batch_size=batch, shuffle=True, generator=generator),
-            DataLoader(test, batch_size=1))
-
-
-def float_model(size: int, random_weights: bool) -> tuple[torch.nn.Module, str]:
-    """The course's trained DenseNet-121 for ``size`` (trained and cached if missing), or a seeded random one."""
+def float_model(random_weights: bool) -> tuple[torch.nn.Module, str]:
+    """The course's trained DenseNet-121 (shipped in data/models/), or a seeded random one."""
     if random_weights:
         torch.manual_seed(0)
-        return build_densenet(2).eval(), "random weights (seed 0)"
-    path = course_checkpoint(size)
-    return load_checkpoint(path), f"trained on the bundled digits at {size}x{size} ({path.name})"
+        return build_densenet(10).eval(), "random weights (seed 0)"
+    return course_model(), f"the course model, trained on the bundled digits at {COURSE_IMAGE_SIZE}x{COURSE_IMAGE_SIZE}"
 
 
 def compiled(model: torch.nn.Module) -> torch.nn.Module:
@@ -84,11 +69,12 @@ def compiled(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def build(name: str, model: torch.nn.Module, calibration: DataLoader, example: torch.Tensor, folder: Path):
-    """Variant ``name`` of ``model``: (callable module, saved file, seconds it took to make, not counting compile)."""
+    """Variant ``name`` of ``model``: (callable module, saved file, seconds it took to make, not counting compile).
+
+    ``folder`` already holds the FP32 state_dict as fp32.pth.
+    """
     start = time.perf_counter()
     fp32_file = folder / "fp32.pth"
-    if not fp32_file.exists():
-        torch.save(model.state_dict(), fp32_file)
     if name == "fp32":
         return model, fp32_file, time.perf_counter() - start
     if name == "fp32_compiled":
@@ -118,30 +104,28 @@ def available(names: list[str]) -> tuple[list[str], dict[str, str]]:
 
 
 @torch.no_grad()
-def latency_rows(models: dict, size: int, batch: int, repeats: int) -> list[dict]:
-    """Every variant on the same batch of real images: first call, warm-up, then ``repeats`` calls taking turns."""
-    images = next(iter(loaders(size, batch)[0]))[0]
-    first = {name: time_once(lambda m=model: m(images)) for name, model in models.items()}
-    for model in models.values():
-        model(images), model(images)
-    times = {name: [] for name in models}
-    for _ in range(repeats):
-        for name, model in models.items():
-            times[name].append(time_once(lambda m=model: m(images)))
-    fp32 = spread(times["fp32"])["median ms"] if "fp32" in times else None
+def latency_rows(models: dict, images: torch.Tensor, size: int, repeats: int) -> list[dict]:
+    """Every variant on the same batch of real images: a first call each, then ``time_in_turns``."""
+    first = time_in_turns({name: (lambda m=model: m(images)) for name, model in models.items()}, repeats=1, warmup=0)
+    timings = time_in_turns({name: (lambda m=model: m(images)) for name, model in models.items()},
+                            repeats=repeats, warmup=2)
+    fp32 = timings["fp32"].median if "fp32" in timings else None
     rows = []
-    for name in models:
-        row = {"size": size, "batch": batch, "variant": name, **spread(times[name]), "first call s": first[name]}
-        row["speed-up vs fp32"] = fp32 / row["median ms"] if fp32 else float("nan")
+    for name, timing in timings.items():
+        row = {"size": size, "batch": len(images), "variant": name, **timing_row(timing),
+               "first call s": first[name].median / 1e3}
+        row["speed-up vs fp32"] = fp32 / timing.median if fp32 else float("nan")
         rows.append(row)
     return rows
 
 
 def size_rows(size: int, names: list[str], args, folder: Path) -> tuple[list[dict], list[dict], str]:
     """Build every variant at one image size; return its latency rows, its file/accuracy rows and the model note."""
-    model, origin = float_model(size, args.random_weights)
-    calibration, test = loaders(size, 16)
-    example = next(iter(calibration))[0][:2]
+    model, origin = float_model(args.random_weights)
+    data = course_data(size)
+    calibration = data.calibration_loader(batch_size=16)
+    example = data.batch(2, split="train")
+    torch.save(model.state_dict(), folder / "fp32.pth")
     models, files = {}, []
     for name in names:
         print(f"[{size}px] building {name}", flush=True)
@@ -151,15 +135,21 @@ def size_rows(size: int, names: list[str], args, folder: Path) -> tuple[list[dic
     latency = []
     for batch in args.batches:
         print(f"[{size}px] timing batch {batch}", flush=True)
-        latency += latency_rows(models, size, batch, args.repeats)
-    for row in files:
-        print(f"[{size}px] accuracy of {row['variant']}", flush=True)
-        row["accuracy"] = evaluate(models[row["variant"]], test)
+        latency += latency_rows(models, data.batch(batch), size, args.repeats)
     reference = next((r for r in files if r["variant"] == "fp32"), None)
+    judged = size == COURSE_IMAGE_SIZE and reference is not None
+    outputs = {}
     for row in files:
         row["size vs fp32"] = row["file MB"] / reference["file MB"] if reference else float("nan")
-        row["accuracy - fp32 (pp)"] = 100 * (row["accuracy"] - reference["accuracy"]) if reference else float("nan")
-    return latency, files, origin
+        if judged:
+            print(f"[{size}px] accuracy of {row['variant']}", flush=True)
+            outputs[row["variant"]] = predict(models[row["variant"]], data.test_loader(batch_size=50))
+            measured = compare(outputs["fp32"], outputs[row["variant"]])
+            row.update({"accuracy": measured["accuracy"].value, "accuracy low": measured["accuracy"].low,
+                        "accuracy high": measured["accuracy"].high, "agreement": measured["agreement"].value,
+                        "KL": measured["KL"]})
+            row["accuracy - fp32 (pp)"] = 100 * (row["accuracy"] - files[0]["accuracy"])
+    return latency, files, origin + ("" if judged else f", run at {size}x{size} for speed and size only")
 
 
 def targets(latency: list[dict], files: list[dict]) -> list[str]:
@@ -175,8 +165,8 @@ def targets(latency: list[dict], files: list[dict]) -> list[str]:
     check("FX INT8 at least 3x faster than FP32 eager at 224, batch 1", fx, "speed-up vs fp32", lambda v: v >= 3)
     int8 = [r for r in files if r["variant"] == "fx_int8"]
     check("INT8 (TorchScript) file at most 30% of FP32", int8, "size vs fp32", lambda v: v <= 0.30)
-    fp32 = {r["size"]: r["accuracy"] for r in files if r["variant"] == "fp32"}
-    quantized = [r for r in files if "int8" in r["variant"]]
+    fp32 = {r["size"]: r["accuracy"] for r in files if r["variant"] == "fp32" and "accuracy" in r}
+    quantized = [r for r in files if "int8" in r["variant"] and "accuracy" in r]
     check("INT8 test accuracy within 0.5 points of FP32", [r for r in quantized if fp32[r["size"]] >= WELL_TRAINED],
           "accuracy - fp32 (pp)", lambda v: abs(v) <= 0.5)
     lines += [f"- not judged: INT8 accuracy at {size}px, where the FP32 model itself scores {accuracy:.1%} (below "
@@ -197,9 +187,12 @@ def markdown(info: dict, latency: list[dict], files: list[dict], origins: dict, 
     lines += [f"- skipped {name}: {why}" for name, why in skipped.items()]
     lines += ["", "```", format_table(latency, {"median ms": ".2f", "IQR ms": ".2f", "first call s": ".1f",
                                                 "speed-up vs fp32": ".2f"}), "```", "",
-              "Files and accuracy (bundled test split, 250 images; `build s` = quantizing/saving, not compiling):",
-              "", "```", format_table(files, {"file MB": ".2f", "build s": ".1f", "accuracy": ".4f",
-                                               "size vs fp32": ".2f", "accuracy - fp32 (pp)": "+.1f"}), "```",
+              "Files and accuracy (bundled test split, 1,000 images, with the 95% interval; agreement and KL "
+              "against FP32; `build s` = quantizing/saving, not compiling):",
+              "", "```", format_table([{k: r.get(k, "-") for k in FILE_COLUMNS} for r in files], {
+                  "file MB": ".2f", "build s": ".1f", "accuracy": ".4f", "accuracy low": ".4f",
+                  "accuracy high": ".4f", "agreement": ".4f", "KL": ".2e", "size vs fp32": ".2f",
+                  "accuracy - fp32 (pp)": "+.1f"}), "```",
               "", "Targets:", "", *targets(latency, files), ""]
     return "\n".join(lines)
 
@@ -211,7 +204,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=VARIANTS)
-    parser.add_argument("--random-weights", action="store_true", help="a seeded untrained DenseNet (no training)")
+    parser.add_argument("--random-weights", action="store_true", help="a seeded untrained DenseNet (speed only)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

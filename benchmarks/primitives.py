@@ -15,9 +15,10 @@ from pathlib import Path
 import torch
 import torchvision
 
-from common import RESULTS, command_line, describe, machine, median_seconds, write_results
+from common import RESULTS, command_line, describe, machine, write_results
 from qtutor import dequantize, fake_quantize, qparams, quantize
 from qtutor.course import quiet_deprecations
+from qtutor.metrics import time_in_turns
 from qtutor.nonuniform import kmeans_codebook, log_fake_quantize
 from qtutor.report import format_table
 
@@ -37,9 +38,10 @@ def core_rows(size: int, repeats: int) -> list[dict]:
     }
     rows = []
     for name, (ours, theirs) in pairs.items():
-        ours_s, theirs_s = median_seconds(ours, repeats), median_seconds(theirs, repeats)
-        rows.append({"operation": name, "elements": size, "qtutor ms": ours_s * 1e3, "PyTorch ms": theirs_s * 1e3,
-                     "ratio": ours_s / theirs_s})
+        timings = time_in_turns({"qtutor": ours, "PyTorch": theirs}, repeats=repeats, warmup=1)
+        ours_ms, theirs_ms = timings["qtutor"].median, timings["PyTorch"].median
+        rows.append({"operation": name, "elements": size, "qtutor ms": ours_ms, "PyTorch ms": theirs_ms,
+                     "ratio": ours_ms / theirs_ms})
     return rows
 
 
@@ -48,10 +50,10 @@ def nonuniform_rows(repeats: int) -> list[dict]:
     weights = max((p.detach() for p in torchvision.models.densenet121(weights=None).parameters()),
                   key=lambda p: p.numel())
     rows = []
-    for name, function in (("kmeans 4-bit, 50 iterations", lambda: kmeans_codebook(weights, bits=4)),
-                           ("log 4-bit", lambda: log_fake_quantize(weights, bits=4))):
-        rows.append({"quantizer": name, "elements": weights.numel(),
-                     "ms": median_seconds(function, max(1, repeats // 3)) * 1e3})
+    calls = {"kmeans 4-bit, 50 iterations": lambda: kmeans_codebook(weights, bits=4),
+             "log 4-bit": lambda: log_fake_quantize(weights, bits=4)}
+    for name, timing in time_in_turns(calls, repeats=max(1, repeats // 3), warmup=1).items():
+        rows.append({"quantizer": name, "elements": weights.numel(), "ms": timing.median})
     return rows
 
 
@@ -69,7 +71,8 @@ def main() -> None:
     info = machine()
     markdown = "\n".join([
         "# qtutor primitives against PyTorch", "", f"Machine: {describe(info)}.", f"Command: `{command_line()}`",
-        "", f"Median of {args.repeats} runs after a warm-up; ratio = qtutor / PyTorch, measured in the same process.",
+        "", f"Median of {args.repeats} calls after a warm-up, qtutor's and PyTorch's taken in turns; ratio = qtutor / "
+        "PyTorch, measured in the same process.",
         "", "```", format_table(core, {"qtutor ms": ".2f", "PyTorch ms": ".2f", "ratio": ".2f"}), "```", "",
         "```", format_table(other, {"ms": ".1f"}), "```", ""])
     write_results(args.out, "primitives", markdown, {"machine": info, "command": command_line(), "core": core,

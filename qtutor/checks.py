@@ -29,6 +29,14 @@ __all__ = [
     "check_lloyd_step",
     "check_int_accumulate",
     "check_requantize",
+    "check_requantization_scales",
+    "check_keep_in_float_mapping",
+    "check_saved_megabytes",
+    "check_choose_precision",
+    "check_ste_backward",
+    "check_fold_batch_norm",
+    "check_dense_layer_fusions",
+    "check_pt2e_flow",
 ]
 
 
@@ -245,3 +253,255 @@ def check_requantize(my_requantize) -> None:
     _verify("my_requantize", my_requantize, cases, reference,
             hint="compute acc * multiplier in float64, round half to even, add the zero-point, "
                  "clamp to 0..255, return torch.uint8")
+
+
+# Notebook 07 -----------------------------------------------------------------------------------
+
+def _tiny_models():
+    """Small models with every kind of state a saved model holds: weights, biases, BN statistics, counters."""
+    torch.manual_seed(0)
+    conv = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                               torch.nn.Flatten(), torch.nn.Linear(8 * 6 * 6, 10))
+    mlp = torch.nn.Sequential(torch.nn.Linear(100, 300), torch.nn.GELU(), torch.nn.Linear(300, 100, bias=False))
+    return [conv, mlp]
+
+
+def check_saved_megabytes(saved_megabytes) -> None:
+    """``saved_megabytes(model, dtype)``: megabytes of the tensors of ``model.to(dtype).state_dict()``."""
+    import copy
+
+    def reference(model, dtype):
+        converted = copy.deepcopy(model).to(dtype)
+        return sum(t.numel() * t.element_size() for t in converted.state_dict().values()) / 1e6
+
+    cases = [(model, dtype) for model in _tiny_models() for dtype in (torch.float32, torch.bfloat16, torch.float16)]
+    _verify("saved_megabytes", saved_megabytes, cases, reference, exact=False,
+            hint="bytes = numel x bytes per element for every state_dict tensor; .to(dtype) converts "
+                 "floating-point tensors only (num_batches_tracked stays int64, 8 bytes); 1 MB = 10**6 bytes")
+
+
+# (scenario, expected answer, why): the rules of notebook 07's "Which one, when" table.
+PRECISION_SCENARIOS = [
+    ({"layers": "conv", "calibration_data": True, "batch": 32, "cpu": {"avx2", "avx512_vnni"}}, "static INT8",
+     "a CNN with calibration images: integer kernels end to end"),
+    ({"layers": "linear", "calibration_data": False, "batch": 1, "cpu": {"avx2"}}, "dynamic INT8",
+     "linear layers at batch 1 are memory-bound and need no calibration with dynamic INT8"),
+    ({"layers": "conv", "calibration_data": False, "batch": 32, "cpu": {"avx512_bf16", "avx512_vnni"}}, "BF16",
+     "no calibration data rules out static INT8, dynamic INT8 does not cover convolutions, and this CPU has BF16"),
+    ({"layers": "conv", "calibration_data": False, "batch": 1, "cpu": {"avx2"}}, "FP32",
+     "no calibration data, no dynamic INT8 for convolutions, and no BF16 instructions: BF16 would be emulated"),
+    ({"layers": "conv", "calibration_data": True, "batch": 1, "cpu": {"amx_int8", "amx_bf16"}}, "static INT8",
+     "calibration images and INT8 matrix units"),
+    ({"layers": "linear", "calibration_data": False, "batch": 1, "cpu": {"amx_bf16", "amx_int8"}}, "dynamic INT8",
+     "linear-heavy and no calibration data: dynamic INT8 quarters the bytes each call reads"),
+]
+
+
+def check_choose_precision(choose_precision) -> None:
+    """``choose_precision(scenario) -> "static INT8" | "dynamic INT8" | "BF16" | "FP32"`` for six deployments."""
+    for number, (scenario, expected, why) in enumerate(PRECISION_SCENARIOS, 1):
+        got = _call("choose_precision", choose_precision, dict(scenario, cpu=set(scenario["cpu"])))
+        if got != expected:
+            raise AssertionError(f"choose_precision: wrong answer on scenario {number} of {len(PRECISION_SCENARIOS)}:"
+                                 f" {scenario}\n"
+                                 f"  got:      {got!r}\n  expected: {expected!r} ({why})")
+    print(f"✓ choose_precision: passed ({len(PRECISION_SCENARIOS)} cases)")
+
+
+# Notebook 06 -----------------------------------------------------------------------------------
+
+def _layer_scales(converted) -> list[tuple]:
+    """(input scale, per-channel weight scales, output scale) of every quantized conv/linear of a converted model."""
+    from qtutor.ptq import _producer_qparams
+
+    cases = []
+    for node in converted.graph.nodes:
+        if node.op != "call_module":
+            continue
+        module = converted.get_submodule(node.target)
+        weight = getattr(module, "weight", None)
+        if not callable(weight) or not hasattr(module, "scale"):
+            continue
+        w = weight()
+        scales = (w.q_per_channel_scales() if w.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric)
+                  else torch.tensor([w.q_scale()], dtype=torch.float64))
+        cases.append((_producer_qparams(converted, node.args[0])[0], scales, float(module.scale)))
+    return cases
+
+
+def check_requantization_scales(requantization_scales, converted) -> None:
+    """``requantization_scales(S_x, S_w, S_y) -> S_x * S_w / S_y``, on real layers of the converted model."""
+    real = _layer_scales(converted)
+    generator = _generator(11)
+    cases = real[:: max(1, len(real) // 12)] + [(0.02, torch.rand(5, generator=generator, dtype=torch.float64) / 100,
+                                                 0.1)]
+    _verify("requantization_scales", requantization_scales, cases,
+            lambda sx, sw, sy: sx * sw / sy, exact=False,
+            hint="the int32 sum counts units of S_x * S_w[c]; the output counts units of S_y")
+    print(f"  (the real layers: {len(real)} conv/linear layers of the converted model; checked every "
+          f"{max(1, len(real) // 12)}th)")
+
+
+class _TinyNet(torch.nn.Module):
+    """A stem, a block and a classifier: names for the qconfig-mapping exercise."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.block = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.ReLU())
+        self.pool = torch.nn.AdaptiveAvgPool2d(1)
+        self.classifier = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.classifier(torch.flatten(self.pool(self.block(self.stem(x))), 1))
+
+
+def _quantized_modules(mapping) -> set[str]:
+    """Names of the modules that come out of FX prepare/convert as quantized modules with ``mapping``."""
+    import copy
+    import warnings
+
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+
+    torch.manual_seed(0)
+    model = _TinyNet().eval()
+    example = (torch.randn(2, 3, 8, 8),)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prepared = prepare_fx(copy.deepcopy(model), mapping, example)
+        prepared(*example)
+        converted = convert_fx(prepared)
+    return {name for name, module in converted.named_modules() if "quantized" in type(module).__module__}
+
+
+def check_keep_in_float_mapping(keep_in_float_mapping) -> None:
+    """``keep_in_float_mapping(names) -> QConfigMapping``: x86 defaults, the named modules left in FP32."""
+    from torch.ao.quantization import QConfigMapping, get_default_qconfig_mapping
+
+    def reference(names):
+        mapping = get_default_qconfig_mapping("x86")
+        for name in names:
+            mapping.set_module_name(name, None)
+        return _quantized_modules(mapping)
+
+    for number, names in enumerate((["block"], ["stem", "classifier"], [], ["block.0"]), 1):
+        mapping = _call("keep_in_float_mapping", keep_in_float_mapping, list(names))
+        if not isinstance(mapping, QConfigMapping):
+            raise AssertionError(f"keep_in_float_mapping: wrong answer on case {number}: returned a "
+                                 f"{type(mapping).__name__}, expected a QConfigMapping")
+        got, expected = _quantized_modules(mapping), reference(names)
+        if got != expected:
+            raise AssertionError(f"keep_in_float_mapping: wrong answer on case {number}, names={names}\n"
+                                 f"  quantized modules: {sorted(got)}\n  expected:          {sorted(expected)}\n"
+                                 "  hint: start from get_default_qconfig_mapping('x86'), then "
+                                 "set_module_name(name, None) for each name")
+    print("✓ keep_in_float_mapping: passed (4 cases)")
+
+
+# Notebook 08 -----------------------------------------------------------------------------------
+
+def check_ste_backward(ste_backward) -> None:
+    """``ste_backward(grad_output, x, scale, zero_point, qmin, qmax)``: the gradient PyTorch's fake quantize passes."""
+    def reference(grad_output, x, scale, zero_point, qmin, qmax):
+        x = x.clone().requires_grad_()
+        torch.fake_quantize_per_tensor_affine(x, scale, zero_point, qmin, qmax).backward(grad_output)
+        return x.grad
+
+    generator = _generator(12)
+    cases = []
+    for scale, zero_point, qmin, qmax in ((0.1, 0, -8, 7), (0.05, 128, 0, 255), (0.3, 3, 0, 15), (1 / 7, 0, -7, 7)):
+        edges = (torch.tensor([qmin - 0.5, qmin, qmax, qmax + 0.5, qmax + 0.49, qmin - 0.51]) - zero_point) * scale
+        x = torch.cat([torch.randn(400, generator=generator) * scale * (qmax - qmin) / 2, edges])
+        cases.append((torch.randn(len(x), generator=generator), x, scale, zero_point, qmin, qmax))
+    _verify("ste_backward", ste_backward, cases, reference,
+            hint="the gradient passes (times grad_output) where round(x / scale) + zero_point is within "
+                 "[qmin, qmax] and is 0 where the value was clamped; PyTorch computes x * (1 / scale)")
+
+
+def check_fold_batch_norm(fold_batch_norm) -> None:
+    """``fold_batch_norm(w, b, mean, var, gamma, beta, eps) -> (w', b')``, as ``fuse_conv_bn_weights``."""
+    from torch.nn.utils.fusion import fuse_conv_bn_weights
+
+    def reference(weight, bias, mean, var, gamma, beta, eps):
+        folded_weight, folded_bias = fuse_conv_bn_weights(weight, bias, mean, var, eps, gamma, beta)
+        return folded_weight.detach(), folded_bias.detach()
+
+    generator = _generator(13)
+    cases = []
+    for shape in ((8, 3, 3, 3), (4, 16, 1, 1), (6, 2, 5, 5)):
+        channels = shape[0]
+        cases.append((torch.randn(shape, generator=generator), torch.randn(channels, generator=generator),
+                      torch.randn(channels, generator=generator), torch.rand(channels, generator=generator) + 0.1,
+                      torch.randn(channels, generator=generator), torch.randn(channels, generator=generator), 1e-5))
+    cases.append((*cases[0][:3], torch.full((8,), 1e-6), *cases[0][4:6], 1e-3))  # eps matters when var is tiny
+    _verify("fold_batch_norm", fold_batch_norm, cases, reference, exact=False,
+            hint="factor = gamma / sqrt(var + eps), one per output channel; scale the weight along dim 0 "
+                 "(reshape the factor to (-1, 1, 1, 1)); bias' = (bias - mean) * factor + beta")
+
+
+# Notebook 09 -----------------------------------------------------------------------------------
+
+def _tiny_densenet():
+    """A torchvision DenseNet with two dense layers and random batch-norm statistics, in eval mode."""
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.DenseNet(growth_rate=4, block_config=(2,), num_init_features=8, bn_size=2,
+                                        num_classes=3)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def check_dense_layer_fusions(dense_layer_fusions) -> None:
+    """``dense_layer_fusions(prefix)``: the module-name groups ``fuse_modules`` needs for one dense layer."""
+    import copy
+
+    from torch.ao.quantization import fuse_modules
+
+    model = _tiny_densenet()
+    images = torch.randn(2, 3, 32, 32, generator=_generator(14))
+    expected = {"norm1": "BNReLU2d", "relu1": "Identity", "conv1": "ConvReLU2d", "norm2": "Identity",
+                "relu2": "Identity", "conv2": "Conv2d"}
+    for number, prefix in enumerate(("features.denseblock1.denselayer1", "features.denseblock1.denselayer2"), 1):
+        groups = _call("dense_layer_fusions", dense_layer_fusions, prefix)
+        try:
+            fused = fuse_modules(copy.deepcopy(model), groups)
+        except Exception as error:  # fuse_modules refuses unknown names and unsupported patterns
+            raise AssertionError(f"dense_layer_fusions: wrong answer on case {number}: fuse_modules refused "
+                                 f"{groups}: {error}") from None
+        layer = fused.get_submodule(prefix)
+        got = {name: type(getattr(layer, name)).__name__ for name in expected}
+        with torch.no_grad():
+            same = torch.allclose(fused(images), model(images), atol=1e-5)
+        if got != expected or not same:
+            raise AssertionError(f"dense_layer_fusions: wrong answer on case {number} ({prefix})\n"
+                                 f"  modules after fusion: {got}\n  expected:             {expected}\n"
+                                 f"  outputs equal the float model's: {same}\n"
+                                 "  hint: conv1 is followed by norm2 and relu2; norm1 by relu1; conv2 by nothing")
+    print("✓ dense_layer_fusions: passed (2 cases)")
+
+
+def check_pt2e_flow(my_quantize_pt2e) -> None:
+    """``my_quantize_pt2e(model, example, batches)``: export, prepare_pt2e, calibrate, convert_pt2e."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from qtutor.pt2e import quantize_pt2e
+
+    model = _TinyNet().eval()
+    generator = _generator(15)
+    batches = [torch.randn(2, 3, 8, 8, generator=generator) for _ in range(4)]  # the example's batch size
+    loader = DataLoader(TensorDataset(torch.cat(batches), torch.zeros(8)), batch_size=2)
+    expected = quantize_pt2e(model, loader, batches[0], batches=None)
+    got = _call("my_quantize_pt2e", my_quantize_pt2e, model, batches[0], batches)
+    test = torch.randn(2, 3, 8, 8, generator=generator)
+    with torch.no_grad():
+        got_out, expected_out = got(test), expected(test)
+    if not torch.equal(got_out, expected_out):
+        raise AssertionError("my_quantize_pt2e: wrong answer: its outputs differ from qtutor.pt2e.quantize_pt2e's "
+                             f"by up to {(got_out - expected_out).abs().max().item():.3g}\n"
+                             "  hint: export, prepare_pt2e(exported.module(), pt2e.quantizer()), run every batch "
+                             "through the prepared model (calibration), then convert_pt2e")
+    print("✓ my_quantize_pt2e: passed (outputs equal qtutor.pt2e.quantize_pt2e's bit for bit)")

@@ -17,16 +17,16 @@ import sys
 import warnings
 from pathlib import Path
 
-EXAMPLES = """examples (the bundled digits; use your own paths and statistics):
-  train:    qtutor --task train --dst_model densenet_digits.pth --image_size 64
+EXAMPLES = """examples (the bundled digits, ten classes; use your own paths, statistics and class count):
+  train:    qtutor --task train --dst_model densenet_digits.pth --classes_number 10 --image_size 64
   quantize: qtutor --task quantize --src_model densenet_digits.pth --dst_model densenet_digits_int8.pt \\
-              --classes_number 2 --mean "(0.1196, 0.1196, 0.1196)" --std "(0.295, 0.295, 0.295)" \\
+              --classes_number 10 --mean "(0.1315, 0.1315, 0.1315)" --std "(0.3088, 0.3088, 0.3088)" \\
               --dataset_path data/digits --image_size 64
   evaluate: qtutor --task evaluate --src_model densenet_digits.pth --dst_model densenet_digits_int8.pt \\
-              --mean "(0.1196, 0.1196, 0.1196)" --std "(0.295, 0.295, 0.295)" --dataset_path data/digits \\
-              --image_size 64
+              --classes_number 10 --mean "(0.1315, 0.1315, 0.1315)" --std "(0.3088, 0.3088, 0.3088)" \\
+              --dataset_path data/digits --image_size 64
   predict:  qtutor --task predict --dst_model densenet_digits_int8.pt --labels_file data/digits/labels.txt \\
-              --images_path data/samples --mean "(0.1196, 0.1196, 0.1196)" --std "(0.295, 0.295, 0.295)" \\
+              --images_path data/samples --mean "(0.1315, 0.1315, 0.1315)" --std "(0.3088, 0.3088, 0.3088)" \\
               --image_size 64
 Without --image_size, images are center-cropped to 224x224 with no resize, as in the original script."""
 
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     added.add_argument("--image_size", type=int, help="Resize(N) then CenterCrop(N) instead of CenterCrop(224)")
     added.add_argument("--calibration_batches", type=int, default=20, help="calibration batches (default 20)")
     added.add_argument("--batch_size", type=int, default=4, help="calibration batch size (default 4)")
-    added.add_argument("--epochs", type=int, default=3, help="training epochs (train; default 3)")
+    added.add_argument("--epochs", type=int, help="training epochs (train; default: the course recipe's 20)")
     added.add_argument("--version", action="version", version=f"qtutor {qtutor.__version__}")
     return parser
 
@@ -116,6 +116,36 @@ def _dataset_root(args) -> Path:
     return root
 
 
+class _PaddingWarning:
+    """A transform wrapper that warns, once per run, when an image is smaller than the center crop it gets.
+
+    The original script center-crops to 224x224 without resizing, so a smaller
+    image is padded with black (a 28x28 digit becomes a small patch in a large
+    black square) and a model trained on resized images sees something else.
+    """
+
+    warned = False  # once per run, across every transform of the run
+
+    def __init__(self, transform, crop: int):
+        self.transform, self.crop = transform, crop
+
+    def __call__(self, image):
+        if not _PaddingWarning.warned and (image.width < self.crop or image.height < self.crop):
+            _PaddingWarning.warned = True
+            print(f"warning: an image is {image.width}x{image.height}, smaller than the {self.crop}x{self.crop} "
+                  "center crop, so it is padded with black as in the original script; pass --image_size N to "
+                  "resize images to NxN first (the bundled digits: --image_size 64)", file=sys.stderr)
+        return self.transform(image)
+
+
+def _transform(args, mean, std):
+    """The preprocessing of --image_size (or the original's CenterCrop(224)), warning when it pads an image."""
+    from qtutor.data import ORIGINAL_CROP, image_transform
+
+    transform = image_transform(mean, std, args.image_size)
+    return transform if args.image_size else _PaddingWarning(transform, ORIGINAL_CROP)
+
+
 def _image_folder(folder, transform):
     """An ImageFolder that skips unreadable images, saying how many it skipped."""
     from qtutor.data import checked_image_folder
@@ -133,10 +163,10 @@ def task_quantize(args) -> None:
     import torch
     from torch.utils.data import DataLoader
 
-    from qtutor.data import ORIGINAL_CROP, image_transform
+    from qtutor.data import ORIGINAL_CROP
+    from qtutor.metrics import file_size_mb
     from qtutor.models import load_checkpoint
     from qtutor.ptq import quantize_fx, save_torchscript
-    from qtutor.report import file_size_mb
 
     _require(args, "src_model", "dst_model", "dataset_path")
     mean, std = _statistics(args)
@@ -145,7 +175,7 @@ def task_quantize(args) -> None:
     destination = _output_path(args.dst_model, source=args.src_model)
     root = _dataset_root(args)
     model = load_checkpoint(args.src_model, args.classes_number)
-    dataset = _image_folder(root / "train", image_transform(mean, std, args.image_size))
+    dataset = _image_folder(root / "train", _transform(args, mean, std))
     print(f"calibration dataset length: {len(dataset)}; classes: {dataset.class_to_idx}; "
           f"number of categories: {len(dataset.classes)}")
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True,
@@ -175,7 +205,7 @@ def task_predict(args) -> None:
     """Classify every image under --images_path: ``name<TAB>class_name<TAB>probability``."""
     import torch
 
-    from qtutor.data import ORIGINAL_CROP, InputError, image_files, image_transform, load_rgb, read_labels
+    from qtutor.data import ORIGINAL_CROP, InputError, image_files, load_rgb, read_labels
 
     _require(args, "dst_model", "labels_file", "images_path")
     mean, std = _statistics(args)
@@ -190,7 +220,7 @@ def task_predict(args) -> None:
     with torch.no_grad():
         outputs = model(torch.zeros(1, 3, size, size)).shape[-1]
     labels = read_labels(args.labels_file, outputs)
-    transform = image_transform(mean, std, args.image_size)
+    transform = _transform(args, mean, std)
     classified = 0
     for path in files:
         try:
@@ -208,15 +238,23 @@ def task_predict(args) -> None:
 
 
 def task_train(args) -> None:
-    """Train a DenseNet-121 on --dataset_path (the bundled digits by default); write its state_dict."""
+    """Train a DenseNet-121 on --dataset_path (the bundled digits by default); write its state_dict.
+
+    For the bundled digits with the course's recipe, statistics and size, the
+    result is the model that ships in data/models/, so it is copied instead of
+    trained again (20 minutes on 2 cores).
+    """
+    import dataclasses
+
     import torch
 
-    from qtutor.data import DIGITS_DIR, bundled_stats
-    from qtutor.models import COURSE_IMAGE_SIZE, course_checkpoint, save_atomically, train
+    from qtutor.data import COURSE_IMAGE_SIZE, DIGITS_DIR, bundled_stats
+    from qtutor.models import Recipe, course_checkpoint, save_atomically, train, training_record
 
     _require(args, "dst_model")
     destination = _output_path(args.dst_model)
     _positive(args.epochs, "epochs")
+    recipe = Recipe() if args.epochs is None else dataclasses.replace(Recipe(), epochs=args.epochs)
     image_size = args.image_size or COURSE_IMAGE_SIZE
     root = _dataset_root(args) if args.dataset_path else DIGITS_DIR
     bundled = root.resolve() == DIGITS_DIR.resolve()
@@ -224,26 +262,30 @@ def task_train(args) -> None:
         mean, std = bundled_stats()
     else:
         mean, std = _statistics(args)
-    if bundled and (mean, std) == bundled_stats() and args.classes_number == 2:
-        cached = course_checkpoint(image_size, epochs=args.epochs, progress=sys.stderr.isatty())
-        save_atomically(lambda temporary: shutil.copyfile(cached, temporary), destination)
-        print(f"trained DenseNet-121 on the bundled digits at {image_size}x{image_size} (cached in {cached})")
+    shipped = (bundled and (mean, std) == bundled_stats() and args.classes_number == 10
+               and image_size == COURSE_IMAGE_SIZE and recipe == Recipe())
+    if shipped:
+        save_atomically(lambda temporary: shutil.copyfile(course_checkpoint(), temporary), destination)
+        record = training_record()
+        print(f"the bundled digits with the course's recipe: copied the shipped model {course_checkpoint().name} "
+              f"(test accuracy {record['test_accuracy']:.1%}; retrain it with python tools/train_course_model.py)")
     else:
-        state, history = train(root, image_size=image_size, epochs=args.epochs, mean=mean, std=std,
+        state, history = train(root, image_size=image_size, recipe=recipe, mean=mean, std=std,
                                classes_number=args.classes_number, progress=sys.stderr.isatty())
         save_atomically(lambda temporary: torch.save(state, temporary), destination)
-        print(f"best validation accuracy {max(history['val_accuracy']):.1%} over {args.epochs} epoch(s)")
+        print(f"validation accuracy {history['val_accuracy'][-1]:.1%} after {recipe.epochs} epoch(s)")
     print(f"wrote {destination}")
 
 
 def task_evaluate(args) -> None:
-    """FP32 against INT8 on dataset_path/test (or val): accuracy, file size, latency at batch 1."""
+    """FP32 against INT8 on dataset_path/test (or val): accuracy with interval, agreement, KL, size, latency."""
     import torch
     from torch.utils.data import DataLoader
 
-    from qtutor.data import ORIGINAL_CROP, image_transform
-    from qtutor.models import evaluate, load_checkpoint
-    from qtutor.report import file_size_mb, format_table, latency_ms
+    from qtutor.data import ORIGINAL_CROP
+    from qtutor.metrics import compare, file_size_mb, predict, time_in_turns, timing_note
+    from qtutor.models import load_checkpoint
+    from qtutor.report import format_table
 
     _require(args, "src_model", "dst_model", "dataset_path")
     mean, std = _statistics(args)
@@ -251,20 +293,24 @@ def task_evaluate(args) -> None:
     split = "test" if (root / "test").is_dir() else "val" if (root / "val").is_dir() else "train"
     fp32 = load_checkpoint(args.src_model, args.classes_number)
     int8 = _load_int8(args.dst_model)
-    dataset = _image_folder(root / split, image_transform(mean, std, args.image_size))
+    dataset = _image_folder(root / split, _transform(args, mean, std))
     loader = DataLoader(dataset, batch_size=32)
+    reference = predict(fp32, loader)
     size = args.image_size or ORIGINAL_CROP
-    example = torch.randn(1, 3, size, size)
+    example = dataset[0][0].unsqueeze(0)
+    models = {"FP32": (fp32, args.src_model), "INT8": (int8, args.dst_model)}
+    timings = time_in_turns({name: (lambda m=model: m(example)) for name, (model, _) in models.items()})
     rows = []
-    for name, model, path in (("FP32", fp32, args.src_model), ("INT8", int8, args.dst_model)):
-        rows.append({"model": name, "accuracy": evaluate(model, loader), "size MB": file_size_mb(path),
-                     "latency ms": latency_ms(model, example)})
-    rows.append({"model": "INT8/FP32", "accuracy": rows[1]["accuracy"] - rows[0]["accuracy"],
-                 "size MB": rows[1]["size MB"] / rows[0]["size MB"],
-                 "latency ms": rows[1]["latency ms"] / rows[0]["latency ms"]})
-    print(f"{len(dataset)} images in {root / split}, {size}x{size}, batch 1 latency on {torch.get_num_threads()} "
-          "thread(s); last row: accuracy change in points, size and latency as ratios")
-    print(format_table(rows, {"accuracy": ".4f", "size MB": ".2f", "latency ms": ".2f"}))
+    for name, (model, path) in models.items():
+        row = compare(reference, reference if name == "FP32" else predict(model, loader))
+        rows.append({"model": name, "accuracy [95% CI]": f"{row['accuracy']:.2%}",
+                     "agreement": f"{row['agreement']:.2%}", "KL": row["KL"], "size MB": file_size_mb(path),
+                     "batch 1 ms": timings[name].median})
+    fp32_row, int8_row = rows
+    print(f"{len(dataset)} images in {root / split}, {size}x{size}; agreement and KL (nats) against FP32")
+    print(format_table(rows, {"KL": ".2e", "size MB": ".2f", "batch 1 ms": ".2f"}))
+    print(f"INT8/FP32: size {int8_row['size MB'] / fp32_row['size MB']:.2f}x, batch 1 latency "
+          f"{int8_row['batch 1 ms'] / fp32_row['batch 1 ms']:.2f}x ({timing_note()})")
 
 
 TASKS = {"quantize": task_quantize, "predict": task_predict, "train": task_train, "evaluate": task_evaluate}

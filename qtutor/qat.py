@@ -3,8 +3,9 @@
 Introduced in notebook 08. :class:`FakeQuantizeSTE` is the from-scratch
 version: forward rounds (with :func:`qtutor.fake_quantize`), backward lets the
 gradient through unchanged inside the range and stops it where values were
-clamped, as PyTorch's own fake-quantize kernels do. :func:`train_qat` is the
-framework version on the DenseNet (``prepare_qat_fx``, fine-tune, evaluate).
+clamped, as PyTorch's own fake-quantize kernels do. :func:`prepare_qat` and
+:func:`fine_tune` are the framework version on the DenseNet (``prepare_qat_fx``,
+then the same fine-tuning loop the FP32 control gets).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from qtutor.models import train_epoch
 from qtutor.ptq import _quietly, fake_quant_mapping
 from qtutor.uniform import fake_quantize, qrange
 
-__all__ = ["FakeQuantizeSTE", "ste_fake_quantize", "qat_mapping", "prepare_qat", "train_qat"]
+__all__ = ["FakeQuantizeSTE", "ste_fake_quantize", "qat_mapping", "prepare_qat", "fine_tune"]
 
 
 class FakeQuantizeSTE(torch.autograd.Function):
@@ -44,30 +45,42 @@ def ste_fake_quantize(x, scale, zero_point, *, bits: int = 8, signed: bool = Fal
     return FakeQuantizeSTE.apply(x, scale, zero_point, bits, signed)
 
 
-def qat_mapping(bits: int = 8):
-    """PyTorch's x86 QAT defaults at 8 bits; at other widths, fake quantization at ``bits`` everywhere."""
-    return get_default_qat_qconfig_mapping("x86") if bits == 8 else fake_quant_mapping(bits)
+def qat_mapping(bits: int = 8, activation_bits: int | None = None):
+    """PyTorch's x86 QAT defaults at 8 bits; at other widths, fake quantization at those widths everywhere.
 
-
-def prepare_qat(model: torch.nn.Module, example_inputs: tuple, bits: int = 8) -> torch.fx.GraphModule:
-    """``prepare_qat_fx`` on a copy of ``model``: fused modules with fake quantization, ready to train."""
-    return _quietly(prepare_qat_fx, copy.deepcopy(model).train(), qat_mapping(bits), example_inputs)
-
-
-def train_qat(prepared: torch.nn.Module, loader: DataLoader, *, epochs: int = 1, learning_rate: float = 1e-4,
-              progress: bool = True) -> list[float]:
-    """Fine-tune a QAT-prepared model with Adam and cross-entropy; returns the mean loss of each epoch.
-
-    Batch-norm statistics are frozen after the first epoch (a common QAT
-    recipe: the ranges settle on stable statistics).
+    Below 8 bits the ranges follow a moving average of each batch's min and
+    max, as PyTorch's own QAT observers do, so they track the weights as they train.
     """
-    optimizer = torch.optim.Adam(prepared.parameters(), lr=learning_rate)
+    activation_bits = bits if activation_bits is None else activation_bits
+    if bits == activation_bits == 8:
+        return get_default_qat_qconfig_mapping("x86")
+    return fake_quant_mapping(bits, activation_bits, observer="moving_average")
+
+
+def prepare_qat(model: torch.nn.Module, example_inputs: tuple, bits: int = 8,
+                activation_bits: int | None = None) -> torch.fx.GraphModule:
+    """``prepare_qat_fx`` on a copy of ``model``: fused modules with fake quantization, ready to train."""
+    return _quietly(prepare_qat_fx, copy.deepcopy(model).train(), qat_mapping(bits, activation_bits), example_inputs)
+
+
+def fine_tune(model: torch.nn.Module, loader: DataLoader, *, epochs: int = 1, learning_rate: float = 1e-4,
+              progress: bool = False) -> list[float]:
+    """Fine-tune ``model`` in place (a QAT-prepared one, or a plain FP32 model) with Adam and cross-entropy.
+
+    The same loop serves QAT and its control (FP32 fine-tuning with the same
+    effort), so that a comparison measures quantization in the loop and not
+    extra training. From the second epoch on, QAT modules freeze their
+    batch-norm statistics (a common recipe: the ranges settle on stable
+    statistics); plain batch norms are not affected. Leaves the model in eval
+    mode and returns each epoch's mean training loss.
+    """
+    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     losses = []
     for epoch in range(epochs):
-        prepared.train()
+        model.train()
         if epoch >= 1:
-            prepared.apply(torch.ao.nn.intrinsic.qat.freeze_bn_stats)
-        losses.append(train_epoch(prepared, loader, optimizer, description=f"QAT epoch {epoch + 1}/{epochs}",
+            model.apply(torch.ao.nn.intrinsic.qat.freeze_bn_stats)
+        losses.append(train_epoch(model, loader, optimizer, description=f"fine-tune epoch {epoch + 1}/{epochs}",
                                   progress=progress))
-    prepared.eval()
+    model.eval()
     return losses

@@ -296,34 +296,42 @@ def requantize_explorer(acc, *, multiplier: float, zero_point: int) -> widgets.V
 
 
 def layer_figure(activations: dict, layers: list[dict], *, layer: str):
-    """One layer's float activations against its INT8 levels (notebook 06).
+    """One layer's float activations against the range its quantization parameters cover (notebook 06).
 
     ``activations`` maps layer names to the float tensors its observer saw
     (:func:`qtutor.ptq.observed_activations`); ``layers`` are the rows of
-    :func:`qtutor.ptq.quantized_layers`. Returns ``(figure, stats)``.
+    :func:`qtutor.ptq.quantized_layers`, whose ``quant_min``/``quant_max`` give
+    the codes the observer planned for (0..127 with ``reduce_range``).
+    Returns ``(figure, stats)``.
     """
     row = next((r for r in layers if r["layer"] == layer), None)
     if row is None or layer not in activations:
         raise ValueError(f"layer={layer!r}: expected one of the quantized layers with recorded activations")
     x = activations[layer].flatten().to(torch.float32)
     scale, zero_point = row["scale"], row["zero_point"]
-    levels = dequantize(torch.arange(0, 256), scale, zero_point)
-    x_hat = fake_quantize(x, scale, zero_point)
-    codes = quantize(x, scale, zero_point)
+    low, high = row.get("quant_min", 0), row.get("quant_max", 255)
+    bits = (high - low + 1).bit_length() - 1
+    levels = dequantize(torch.arange(low, high + 1), scale, zero_point)
+    codes = quantize(x, scale, zero_point - low, bits=bits) + low  # codes within the planned range
+    x_hat = dequantize(codes, scale, zero_point)
     used = torch.unique(codes)
     figure, (left, right) = new_figure(10, 3.2, ncols=2)
-    left.axvspan(levels[0].item(), levels[-1].item(), color="#c44536", alpha=0.12, label="INT8 range")
+    left.axvspan(levels[0].item(), levels[-1].item(), color="#c44536", alpha=0.12,
+                 label=f"codes {low}..{high}")
     left.hist(x.numpy(), bins=120, color="#9db4c0")
     left.set_yscale("log")
     left.set_title(f"{layer} ({row['kind']})", fontsize=10)
     left.set_xlabel("float activation")
+    left.set_ylabel("count")
     left.legend(fontsize=8)
-    right.hist(codes.numpy(), bins=256, range=(-0.5, 255.5), color="#2a9d8f")
+    right.hist(codes.numpy(), bins=high - low + 1, range=(low - 0.5, high + 0.5), color="#2a9d8f")
     right.set_yscale("log")
-    right.set_xlabel("uint8 code")
+    right.set_xlabel(f"code ({low}..{high})")
     right.set_ylabel("count")
-    right.set_title(f"scale {scale:.4g}, zero-point {zero_point}: {len(used)} of 256 codes used", fontsize=10)
-    stats = {"scale": scale, "zero_point": zero_point, "codes_used": len(used), "sqnr_db": sqnr_db(x, x_hat),
+    right.set_title(f"scale {scale:.4g}, zero-point {zero_point}: {len(used)} of {high - low + 1} codes used",
+                    fontsize=10)
+    stats = {"scale": scale, "zero_point": zero_point, "codes": high - low + 1, "codes_used": len(used),
+             "sqnr_db": sqnr_db(x, x_hat),
              "clipped": ((x < levels[0] - scale / 2) | (x > levels[-1] + scale / 2)).float().mean().item()}
     return figure, stats
 
@@ -350,8 +358,8 @@ def precision_figure(outputs: dict, *, variant: str, reference: str = "FP32"):
     difference = (other - base).flatten()
     figure, (left, right) = new_figure(10, 3.0, ncols=2)
     left.hist(difference.numpy(), bins=60, color="#e76f51")
-    left.set_yscale("log")
-    left.set_xlabel(f"{variant} - {reference} (logits)")
+    left.set_xlabel(f"{variant} - {reference} (logit difference)")
+    left.set_ylabel("logits (count)")
     left.set_title(f"{variant}: output differences", fontsize=10)
     right.scatter(base.flatten().numpy(), other.flatten().numpy(), s=4, color="#264653")
     right.set_xlabel(f"{reference} logit")
@@ -372,24 +380,33 @@ def precision_explorer(outputs: dict, reference: str = "FP32") -> widgets.VBox:
 def ste_figure(*, bits: int = 3, high: float = 1.0):
     """The fake-quantize function over [-2, 2] and the gradient the straight-through estimator passes (notebook 08).
 
-    The range is ``[-high, high]`` (signed, symmetric). Returns ``(figure, stats)``.
+    The grid is signed and symmetric over ``[-high, high]`` as PyTorch computes
+    it, so its levels run from ``-2**(bits-1) * scale`` to
+    ``(2**(bits-1) - 1) * scale``. Returns ``(figure, stats)``.
     """
     from qtutor.qat import ste_fake_quantize
 
     x = torch.linspace(-2, 2, 801, requires_grad=True)
     scale, zero_point = qparams(-high, high, bits=bits, signed=True, symmetric=True)
+    qmin, qmax = qrange(bits, signed=True)
+    low_level, high_level = (qmin - zero_point.item()) * scale.item(), (qmax - zero_point.item()) * scale.item()
     y = ste_fake_quantize(x, scale, zero_point, bits=bits, signed=True)
     y.sum().backward()
     figure, (left, right) = new_figure(10, 3.0, ncols=2)
     left.plot(x.detach().numpy(), x.detach().numpy(), color="grey", linewidth=0.8, label="identity")
     left.plot(x.detach().numpy(), y.detach().numpy(), color="#264653", label="fake_quantize")
+    left.set_xlabel("input x")
+    left.set_ylabel("fake_quantize(x)")
     left.legend(fontsize=8)
-    left.set_title(f"forward: {bits} bits over ±{high:.2f}", fontsize=10)
+    left.set_title(f"forward: {bits} bits, levels {low_level:.2f} .. {high_level:.2f} (range ±{high:.2f})",
+                   fontsize=10)
     right.plot(x.detach().numpy(), x.grad.numpy(), color="#e76f51")
     right.set_ylim(-0.1, 1.1)
+    right.set_xlabel("input x")
+    right.set_ylabel("gradient passed back")
     right.set_title("backward: straight-through inside the range, zero where clamped", fontsize=10)
-    passed = x.grad.mean().item()
-    stats = {"bits": bits, "scale": scale.item(), "gradient_passes": passed, "levels": len(torch.unique(y.detach()))}
+    stats = {"bits": bits, "scale": scale.item(), "lowest_level": low_level, "highest_level": high_level,
+             "gradient_passes": x.grad.mean().item(), "levels": len(torch.unique(y.detach()))}
     return figure, stats
 
 

@@ -1,14 +1,17 @@
 """Every exercise check passes a right answer and fails a wrong or missing one."""
 
+import functools
+
 import pytest
 import torch
-from torch.ao.quantization import PerChannelMinMaxObserver
+from torch.ao.quantization import PerChannelMinMaxObserver, QConfigMapping, get_default_qconfig_mapping
 
-from qtutor import checks, qparams, quantize
+from qtutor import checks, ptq, qparams, quantize
 from qtutor.formats import bit_fields, memory_mb
 from qtutor.intmath import requantize
 from qtutor.nonuniform import assign_to_codebook, log_fake_quantize, shift_multiply
 from qtutor.observers import minmax_range, percentile_range
+from tests.test_ptq import TinyDense
 
 
 def lloyd(x, codebook):
@@ -27,6 +30,63 @@ def requantize_float64(acc, multiplier, zero_point):
 
 def per_channel(w):
     return minmax_range(w, axis=0)
+
+
+@functools.cache
+def tiny_converted():
+    """A small FX-converted INT8 model whose layers the requantization check reads."""
+    torch.manual_seed(0)
+    model = TinyDense().eval()
+    images = torch.randn(16, 3, 8, 8)
+    prepared = ptq.prepare(model, (images[:1],))
+    prepared(images)
+    return ptq.convert(prepared)
+
+
+def check_requantization_scales(function):
+    checks.check_requantization_scales(function, tiny_converted())
+
+
+def keep_in_float_mapping(names):
+    mapping = get_default_qconfig_mapping("x86")
+    for name in names:
+        mapping.set_module_name(name, None)
+    return mapping
+
+
+def ste_backward(grad_output, x, scale, zero_point, qmin, qmax):
+    codes = torch.round(x * (1.0 / scale)) + zero_point
+    return grad_output * ((codes >= qmin) & (codes <= qmax))
+
+
+def fold_batch_norm(weight, bias, mean, var, gamma, beta, eps):
+    factor = gamma / torch.sqrt(var + eps)
+    return weight * factor.reshape(-1, 1, 1, 1), (bias - mean) * factor + beta
+
+
+def my_quantize_pt2e(model, example, batches):
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    from qtutor.pt2e import quantizer
+
+    prepared = prepare_pt2e(torch.export.export(model.eval(), (example,)).module(), quantizer())
+    with torch.no_grad():
+        for images in batches:
+            prepared(images)
+    return convert_pt2e(prepared)
+
+
+def saved_megabytes(model, dtype):
+    return sum(t.numel() * (dtype.itemsize if t.is_floating_point() else t.element_size())
+               for t in model.state_dict().values()) / 1e6
+
+
+def choose_precision(scenario):
+    if scenario["layers"] == "linear":
+        return "dynamic INT8"
+    if scenario["calibration_data"]:
+        return "static INT8"
+    return "BF16" if {"avx512_bf16", "amx_bf16"} & scenario["cpu"] else "FP32"
 
 
 # check, a right answer, wrong answers (each a typical mistake)
@@ -66,6 +126,37 @@ CASES = [
     (checks.check_requantize, requantize_float64,
      [lambda a, m, z: (torch.floor(a.double() * m + 0.5) + z).clamp(0, 255).to(torch.uint8),
       lambda a, m, z: (torch.round(a.double() * m) + z).to(torch.uint8)]),
+    (check_requantization_scales, lambda sx, sw, sy: sx * sw / sy,
+     [lambda sx, sw, sy: sw / (sx * sy), lambda sx, sw, sy: sx * sw.max() / sy + 0 * sw,
+      lambda sx, sw, sy: sy / (sx * sw)]),
+    (checks.check_keep_in_float_mapping, keep_in_float_mapping,
+     [lambda names: get_default_qconfig_mapping("x86"),  # ignores the names
+      lambda names: QConfigMapping().set_global(None),  # quantizes nothing
+      lambda names: keep_in_float_mapping(names[:1])]),  # only the first name
+    (checks.check_ste_backward, ste_backward,
+     [lambda g, x, s, z, lo, hi: g,  # passes everything
+      lambda g, x, s, z, lo, hi: g * ((x / s + z >= lo) & (x / s + z <= hi)),  # no rounding at the edges
+      lambda g, x, s, z, lo, hi: torch.zeros_like(g)]),  # the gradient of round itself
+    (checks.check_fold_batch_norm, fold_batch_norm,
+     [lambda w, b, m, v, g, be, e: (w * (g / torch.sqrt(v))[:, None, None, None], (b - m) * g / torch.sqrt(v) + be),
+      lambda w, b, m, v, g, be, e: (w * (g / torch.sqrt(v + e))[:, None, None, None], b * g / torch.sqrt(v + e) + be),
+      lambda w, b, m, v, g, be, e: (w * (g / torch.sqrt(v + e)).mean(), (b - m) * g / torch.sqrt(v + e) + be)]),
+    (checks.check_dense_layer_fusions,
+     lambda p: [[f"{p}.conv1", f"{p}.norm2", f"{p}.relu2"], [f"{p}.norm1", f"{p}.relu1"]],
+     [lambda p: [[f"{p}.conv1", f"{p}.norm2"], [f"{p}.norm1", f"{p}.relu1"]],  # ReLU left out
+      lambda p: [[f"{p}.conv1", f"{p}.norm2", f"{p}.relu2"]],  # norm1 + relu1 forgotten
+      lambda p: [[f"{p}.norm1", f"{p}.relu1", f"{p}.conv1"]]]),  # a pattern fuse_modules does not know
+    (checks.check_pt2e_flow, my_quantize_pt2e,
+     [lambda m, e, b: my_quantize_pt2e(m, e, []),  # no calibration
+      lambda m, e, b: my_quantize_pt2e(m, e, b[:1]),  # one batch only
+      lambda m, e, b: m]),  # not quantized at all
+    (checks.check_saved_megabytes, saved_megabytes,
+     [lambda m, d: sum(p.numel() for p in m.parameters()) * d.itemsize / 1e6,  # forgets the buffers
+      lambda m, d: sum(t.numel() for t in m.state_dict().values()) * d.itemsize / 1e6,  # casts the int64 counter
+      lambda m, d: sum(t.numel() * t.element_size() for t in m.state_dict().values()) / 1e6]),  # ignores dtype
+    (checks.check_choose_precision, choose_precision,
+     [lambda s: "static INT8", lambda s: "dynamic INT8" if s["layers"] == "linear" else "BF16",
+      lambda s: {"conv": "static INT8", "linear": "dynamic INT8"}[s["layers"]]]),
 ]
 
 

@@ -93,9 +93,68 @@ def test_rebuild_from_state_dict(flow, tmp_path):
     assert torch.equal(rebuilt(images), converted(images))
 
 
-def test_observer_mapping_rejects_unknown():
+def test_x86_mapping_is_pytorchs_default_and_rejects_unknown():
+    """reduce_range=True and the histogram observer are what get_default_qconfig_mapping('x86') uses."""
+    from torch.ao.quantization import get_default_qconfig_mapping
+
+    default = get_default_qconfig_mapping("x86").global_qconfig.activation()
+    ours = ptq.x86_mapping().global_qconfig.activation()
+    assert type(ours) is type(default) and (ours.quant_min, ours.quant_max) == (default.quant_min, default.quant_max)
+    assert (ours.quant_min, ours.quant_max) == (0, 127)
+    full = ptq.x86_mapping(reduce_range=False).global_qconfig.activation()
+    assert (full.quant_min, full.quant_max) == (0, 255)
     with pytest.raises(ValueError, match="activation='percentile'"):
-        ptq.observer_mapping("percentile")
+        ptq.x86_mapping("percentile")
+    with pytest.raises(ValueError, match="observer='kmeans'"):
+        ptq.fake_quant_qconfig(4, observer="kmeans")
+
+
+def test_weight_and_activation_bits_are_set_apart(flow):
+    model, loader, example, *_ = flow
+    simulated = ptq.simulate(model, ptq.fake_quant_mapping(4, 8, observer="minmax"), loader, example, batches=2)
+    weight_ranges = {(m.weight_fake_quant.quant_min, m.weight_fake_quant.quant_max)
+                     for m in simulated.modules() if hasattr(m, "weight_fake_quant")}
+    activation_ranges = {(m.quant_min, m.quant_max) for n, m in simulated.named_children()
+                         if n.startswith("activation_post_process_")}
+    assert weight_ranges == {(-7, 7)} and activation_ranges == {(0, 255)}
+
+
+def test_mse_observer_clips_to_notebook_02s_range():
+    from qtutor.observers import mse_range
+
+    x = torch.randn(20000, generator=torch.Generator().manual_seed(0)) ** 3  # heavy tails
+    observer = ptq.MSEObserver(quant_min=0, quant_max=15, dtype=torch.quint8, sample_size=1 << 16)
+    observer(x[:10000])
+    observer(x[10000:])
+    observer.search()
+    low, high = mse_range(x, bits=4)
+    assert observer.min_val.item() == pytest.approx(low.item()) and observer.max_val.item() == pytest.approx(high.item())
+    assert observer.max_val < x.max()  # it clipped: at 4 bits the outliers are not worth their rounding error
+
+
+def test_per_channel_mse_observer_beats_min_max_per_channel():
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(8, 256, generator=generator) * torch.linspace(0.1, 2, 8)[:, None]
+    weight[0] = torch.randn(256, generator=generator) ** 3  # heavy tails in channel 0: clipping pays off there
+    errors = {}
+    for cls in (torch.ao.quantization.PerChannelMinMaxObserver, ptq.PerChannelMSEObserver):
+        observer = cls(ch_axis=0, quant_min=-7, quant_max=7, dtype=torch.qint8, qscheme=torch.per_channel_symmetric)
+        observer(weight)
+        if hasattr(observer, "search"):
+            observer.search()
+        scale, zero_point = observer.calculate_qparams()
+        fake = torch.fake_quantize_per_channel_affine(weight, scale, zero_point.int(), 0, -7, 7)
+        errors[cls.__name__] = ((fake - weight) ** 2).mean(dim=1)
+    assert (errors["PerChannelMSEObserver"] <= errors["PerChannelMinMaxObserver"] + 1e-9).all()
+    assert errors["PerChannelMSEObserver"][0] < 0.9 * errors["PerChannelMinMaxObserver"][0]
+
+
+def test_keep_in_float_leaves_the_named_layer_unquantized(flow):
+    model, loader, example, *_ = flow
+    converted = ptq.quantize_fx(model, loader, example, batches=2, progress=False,
+                                qconfig_mapping=ptq.keep_in_float(ptq.x86_mapping(), ["layer"]))
+    assert type(converted.layer) is torch.nn.Conv2d  # FP32, between a dequantize and a quantize
+    assert type(converted.stem).__module__.startswith("torch.ao.nn.intrinsic.quantized")
 
 
 def test_layer_figure_and_explorer(flow):

@@ -4,7 +4,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from qtutor import ptq, qparams
-from qtutor.qat import prepare_qat, ste_fake_quantize, train_qat
+from qtutor.qat import fine_tune, prepare_qat, ste_fake_quantize
 
 
 def test_ste_forward_and_gradient_equal_pytorch_fake_quantize():
@@ -42,9 +42,28 @@ def test_qat_fine_tuning_lowers_the_loss_at_4_bits():
                         generator=torch.Generator().manual_seed(0))
     prepared = prepare_qat(model, (images[:1],), bits=4)
     assert not any(hasattr(m, "qconfig") for m in model.modules()), "the model itself must stay untouched"
-    losses = train_qat(prepared, loader, epochs=4, learning_rate=1e-2, progress=False)
+    losses = fine_tune(prepared, loader, epochs=4, learning_rate=1e-2)
     assert losses[-1] < losses[0]
     eight = prepare_qat(model, (images[:1],), bits=8)
-    train_qat(eight, loader, epochs=1, progress=False)
+    fine_tune(eight, loader, epochs=1)
     converted = ptq.convert(eight)
     assert converted(images).shape == (64, 2)
+
+
+def test_weight_and_activation_bits_of_qat_are_set_apart():
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU())
+    prepared = prepare_qat(model, (torch.randn(1, 1, 8, 8),), bits=4, activation_bits=8)
+    conv = prepared.get_submodule("0")
+    assert (conv.weight_fake_quant.quant_min, conv.weight_fake_quant.quant_max) == (-7, 7)
+    activation = next(m for n, m in prepared.named_children() if n.startswith("activation_post_process"))
+    assert (activation.quant_min, activation.quant_max) == (0, 255)
+
+
+def test_fine_tune_trains_a_plain_model_with_the_same_loop():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2))
+    images = torch.randn(64, 1, 4, 4)
+    targets = (images.mean((1, 2, 3)) > 0).long()
+    loader = DataLoader(TensorDataset(images, targets), batch_size=16)
+    losses = fine_tune(model, loader, epochs=3, learning_rate=1e-2)
+    assert len(losses) == 3 and losses[-1] < losses[0] and not model.training

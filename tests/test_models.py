@@ -1,0 +1,70 @@
+"""The shipped course model and the data helper: the file is the one recorded, and it is as good as recorded."""
+
+import hashlib
+
+import pytest
+import torch
+
+from qtutor import metrics
+from qtutor.data import COURSE_IMAGE_SIZE, DIGITS_DIR, ImageData, course_data, read_labels
+from qtutor.models import COURSE_MODEL, build_densenet, course_model, training_record
+
+
+def test_shipped_weights_are_the_recorded_file():
+    record = training_record()
+    assert hashlib.sha256(COURSE_MODEL.read_bytes()).hexdigest() == record["sha256"]
+    assert record["weights"] == COURSE_MODEL.name and record["image_size"] == COURSE_IMAGE_SIZE
+
+
+def test_training_curve_has_plateaued():
+    """The recorded validation accuracy of the last few epochs is flat: the recipe converged."""
+    history = training_record()["history"]
+    last = history["val_accuracy"][-4:]
+    assert len(history["val_accuracy"]) == training_record()["recipe"]["epochs"]
+    assert max(last) - min(last) <= 0.01 and history["learning_rate"][-1] < 1e-5
+
+
+@pytest.fixture(scope="module")
+def data():
+    return course_data()
+
+
+def test_course_data_is_the_bundled_ten_class_split(data):
+    assert len(data.split("train")) == 3500 and len(data.split("val")) == 500 and len(data.split("test")) == 1000
+    assert data.split("test").class_to_idx == {str(digit): digit for digit in range(10)}
+    assert read_labels(DIGITS_DIR / "labels.txt", 10)[4] == "four"
+    images = data.batch(3)
+    assert images.shape == (3, 3, COURSE_IMAGE_SIZE, COURSE_IMAGE_SIZE)
+    # stats.json holds the training split's statistics at its own 28x28: normalized, mean 0 and std 1.
+    native = ImageData(DIGITS_DIR, data.mean, data.std, 28)
+    train = torch.stack([native.split("train")[i][0] for i in range(3500)])
+    assert abs(train.mean().item()) < 1e-3 and abs(train.std().item() - 1) < 1e-3
+
+
+def test_calibration_order_is_fixed_by_the_seed(data):
+    first = next(iter(data.calibration_loader(seed=3)))[1]
+    assert torch.equal(first, next(iter(data.calibration_loader(seed=3)))[1])
+    assert not torch.equal(first, next(iter(data.calibration_loader(seed=4)))[1])
+
+
+def test_image_data_reads_any_image_folder(tmp_path):
+    for name in ("cat", "dog"):
+        (tmp_path / "train" / name).mkdir(parents=True)
+        for path in sorted((DIGITS_DIR / "train" / "1").glob("*.png"))[:3]:
+            (tmp_path / "train" / name / path.name).write_bytes(path.read_bytes())
+    custom = ImageData(tmp_path, (0.5, 0.5, 0.5), (0.25, 0.25, 0.25), None)
+    assert custom.input_size == 224 and custom.batch(2, split="train").shape == (2, 3, 224, 224)
+    assert custom.split("train").classes == ["cat", "dog"]
+
+
+def test_shipped_model_reaches_its_recorded_test_accuracy(data):
+    """Recomputed here, not read from the record: at least 98.5% on the 1,000 bundled test digits."""
+    measured = metrics.accuracy(metrics.predict(course_model(), data.test_loader()))
+    assert measured.count == 1000
+    assert measured.value == pytest.approx(training_record()["test_accuracy"], abs=1e-9)
+    assert measured.value >= 0.985
+
+
+def test_build_densenet_has_the_requested_classifier():
+    model = build_densenet(7)
+    assert model.classifier.out_features == 7 and model.classifier.in_features == 1024
