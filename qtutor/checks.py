@@ -112,8 +112,8 @@ def check_float16_value(float16_value) -> None:
     patterns += [p for p in random if (p >> 10) & 0x1F != 0x1F]  # no NaN patterns: NaN never equals NaN
     _verify("float16_value", lambda values: [float16_value(v) for v in values], [(patterns,)],
             lambda values: [_float16_reference(v) for v in values],
-            hint="sign = bit 15, exponent = bits 14-10, mantissa = bits 9-0; exponent 0 is subnormal: "
-                 "(mantissa / 1024) * 2**-14; exponent 31 is infinity; else (1 + mantissa / 1024) * 2**(exponent - 15)")
+            hint="an all-zeros exponent field means no implicit leading 1, and its exponent is 1 - bias, "
+                 "not 0 - bias; an all-ones field with mantissa 0 is infinity; the sign applies to every case")
 
 
 # Notebook 01 -----------------------------------------------------------------------------------
