@@ -12,23 +12,25 @@ from __future__ import annotations
 
 import torch
 
-from qtutor.formats import bit_fields, memory_mb
-from qtutor.nonuniform import assign_to_codebook, log_fake_quantize, shift_multiply
-from qtutor.uniform import qparams
+from qtutor.formats import bit_fields
+from qtutor.intmath import fixed_point_multiplier, rounding_right_shift
+from qtutor.nonuniform import assign_to_codebook, lloyd_step, log_fake_quantize, power_of_two_scale
+from qtutor.observers import mse_range
+from qtutor.uniform import fake_quantize_per_group, qparams
 
 __all__ = [
     "check_float16_fields",
-    "check_model_megabytes",
+    "check_float16_value",
     "check_qparams",
     "check_quantize",
-    "check_percentile_range",
-    "check_per_channel_minmax",
+    "check_mse_range",
+    "check_per_group",
     "check_nearest_power_of_two",
-    "check_shift_multiply",
+    "check_power_of_two_scale",
     "check_assign_nearest",
     "check_lloyd_step",
     "check_int_accumulate",
-    "check_requantize",
+    "check_fixed_point_requantize",
     "check_requantization_scales",
     "check_keep_in_float_mapping",
     "check_saved_megabytes",
@@ -105,12 +107,21 @@ def check_float16_fields(float16_fields) -> None:
             hint="view the FP16 tensor as int16 to read its 16 bits; 1 sign, 5 exponent, 10 mantissa bits")
 
 
-def check_model_megabytes(model_megabytes) -> None:
-    """``model_megabytes(parameter_count, dtype) -> float`` in megabytes (10**6 bytes)."""
-    cases = [(7_978_856, dtype) for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.int8)]
-    cases += [(1_000_000, torch.int8), (3, torch.float64)]
-    _verify("model_megabytes", model_megabytes, cases, memory_mb, exact=False,
-            hint="bytes per number is dtype.itemsize; a megabyte here is 10**6 bytes")
+def _float16_reference(pattern: int) -> float:
+    signed = pattern - 65536 if pattern >= 32768 else pattern
+    return torch.tensor([signed], dtype=torch.int16).view(torch.float16).item()
+
+
+def check_float16_value(float16_value) -> None:
+    """``float16_value(pattern) -> float``: the number a 16-bit pattern (an int 0..65535) stands for in FP16."""
+    generator = _generator(11)
+    patterns = [0x3C00, 0x2E66, 0x7BFF, 0x0400, 0x0001, 0x03FF, 0x0200, 0x8001, 0xC500, 0x7C00, 0xFC00, 0x8000, 0x0000]
+    random = torch.randint(0, 65536, (200,), generator=generator).tolist()
+    patterns += [p for p in random if (p >> 10) & 0x1F != 0x1F]  # no NaN patterns: NaN never equals NaN
+    _verify("float16_value", lambda values: [float16_value(v) for v in values], [(patterns,)],
+            lambda values: [_float16_reference(v) for v in values],
+            hint="an all-zeros exponent field means no implicit leading 1, and its exponent is 1 - bias, "
+                 "not 0 - bias; an all-ones field with mantissa 0 is infinity; the sign applies to every case")
 
 
 # Notebook 01 -----------------------------------------------------------------------------------
@@ -144,29 +155,27 @@ def check_quantize(my_quantize) -> None:
 
 # Notebook 02 -----------------------------------------------------------------------------------
 
-def check_percentile_range(my_percentile_range) -> None:
-    """``my_percentile_range(x, p) -> (low, high)``: the (100-p)-th and p-th percentiles, as torch.quantile."""
+def check_mse_range(my_mse_range) -> None:
+    """``my_mse_range(x, bits) -> (low, high)``: the clipped min-max range of least MSE, as ``observers.mse_range``."""
     generator = _generator(3)
-    cases = [(torch.randn(n, generator=generator) * s, p)
-             for n, s, p in ((1000, 1.0, 99.0), (5001, 3.0, 99.9), (10, 0.5, 90.0), (20000, 2.0, 99.99))]
-    reference = lambda x, p: tuple(torch.quantile(x, torch.tensor([1 - p / 100, p / 100])))  # noqa: E731
-    _verify("my_percentile_range", my_percentile_range, cases, reference, exact=False,
-            hint="torch.quantile takes fractions (0.99), not percents (99)")
+    skewed = torch.cat([torch.distributions.StudentT(3.0).sample((4000,)), torch.rand(1000) * 30])
+    cases = [(torch.distributions.StudentT(3.0).sample((5000,)), 4), (skewed, 4), (skewed, 8),
+             (torch.randn(3000, generator=generator), 3), (torch.relu(torch.randn(3000, generator=generator)), 2)]
+    _verify("my_mse_range", my_mse_range, cases, lambda x, bits: mse_range(x, bits=bits),
+            hint="for a in torch.linspace(0.01, 1, 100): candidate range (a * x.min(), a * x.max()); quantize with "
+                 "qparams(..., bits=bits) and fake_quantize; keep the candidate with the least mean squared error")
 
 
-def check_per_channel_minmax(per_channel_minmax) -> None:
-    """``per_channel_minmax(w) -> (mins, maxs)``, one per output channel (axis 0), as PerChannelMinMaxObserver."""
-    from torch.ao.quantization import PerChannelMinMaxObserver
-
-    def reference(w):
-        observer = PerChannelMinMaxObserver(ch_axis=0)
-        observer(w)
-        return observer.min_val, observer.max_val
-
+def check_per_group(my_fake_quantize_per_group) -> None:
+    """``my_fake_quantize_per_group(w, group_size, bits)``: signed symmetric min-max qparams per group of the last dim."""
     generator = _generator(4)
-    cases = [(torch.randn(shape, generator=generator),) for shape in ((8, 3, 3, 3), (16, 4), (5, 2, 1, 1))]
-    _verify("per_channel_minmax", per_channel_minmax, cases, reference,
-            hint="flatten every dimension but the first, then take min and max along dim 1")
+    rows = torch.logspace(-2, 0, 8).reshape(-1, 1)
+    cases = [(torch.randn(8, 64, generator=generator) * rows, 32, 4), (torch.randn(8, 64, generator=generator), 16, 3),
+             (torch.randn(4, 2, 96, generator=generator), 32, 8), (torch.randn(3, 128, generator=generator) * rows[:3], 128, 4)]
+    _verify("my_fake_quantize_per_group", my_fake_quantize_per_group, cases,
+            lambda w, g, bits: fake_quantize_per_group(w, g, bits=bits),
+            hint="w.reshape(-1, group_size) gives one row per group; per-row min and max, "
+                 "qparams(..., signed=True, symmetric=True), fake_quantize(..., axis=0), then reshape back")
 
 
 # Notebook 03 -----------------------------------------------------------------------------------
@@ -182,13 +191,15 @@ def check_nearest_power_of_two(nearest_power_of_two) -> None:
             hint="compare |x| with 1.5 * 2**floor(log2|x|): above it, round up to the next power")
 
 
-def check_shift_multiply(my_shift_multiply) -> None:
-    """``my_shift_multiply(a, e)``: integer ``a * 2**e`` with shifts, flooring when ``e < 0``."""
+def check_power_of_two_scale(my_power_of_two_scale) -> None:
+    """``my_power_of_two_scale(max_abs, bits) -> float``: the smallest ``2**k`` whose signed grid reaches ``max_abs``."""
     generator = _generator(6)
-    a = torch.randint(-1000, 1000, (500,), generator=generator)
-    cases = [(a, e) for e in (0, 1, 3, 7, -1, -2, -5)]
-    _verify("my_shift_multiply", my_shift_multiply, cases, shift_multiply,
-            hint="a << e for e >= 0; a >> -e for e < 0 (an arithmetic shift floors: -3 >> 1 == -2)")
+    values = (torch.rand(60, generator=generator) * 2 + 0.05) * torch.exp2(torch.randint(-8, 8, (60,), generator=generator))
+    cases = [(v, bits) for v, bits in zip(values.tolist(), [8, 4, 3, 6] * 15)]
+    cases += [(127.0, 8), (0.5 * 127, 8), (7.0, 4), (7.5, 4), (1.0, 2), (0.99, 2)]  # exact powers and near them
+    _verify("my_power_of_two_scale", my_power_of_two_scale, cases,
+            lambda m, bits: power_of_two_scale(m, bits=bits).item(),
+            hint="the scale must be at least max_abs / (2**(bits-1) - 1); round its exponent up, not to nearest")
 
 
 # Notebook 04 -----------------------------------------------------------------------------------
@@ -204,19 +215,12 @@ def check_assign_nearest(assign_nearest) -> None:
             hint="(x[:, None] - codebook[None, :]).abs().argmin(dim=1) does it in one line")
 
 
-def _lloyd_step_reference(x, codebook):
-    indices = assign_to_codebook(x, codebook)
-    sums = torch.zeros(len(codebook), dtype=torch.float64).index_add_(0, indices, x.double())
-    counts = torch.bincount(indices, minlength=len(codebook)).double()
-    return torch.where(counts > 0, sums / counts.clamp(min=1), codebook.double()).float()
-
-
-def check_lloyd_step(lloyd_step) -> None:
+def check_lloyd_step(learner_lloyd_step) -> None:
     """``lloyd_step(x, codebook) -> new codebook``: each entry moves to the mean of its values (empty ones stay)."""
     generator = _generator(8)
     cases = [(torch.randn(5000, generator=generator), torch.tensor([-2.0, -0.5, 0.1, 1.0])),
              (torch.rand(3000, generator=generator), torch.tensor([0.0, 0.5, 5.0]))]  # 5.0 gets no value
-    _verify("lloyd_step", lloyd_step, cases, _lloyd_step_reference, exact=False,
+    _verify("lloyd_step", learner_lloyd_step, cases, lloyd_step, exact=False,
             hint="assign each value to its nearest entry, average per entry; keep an entry nobody chose")
 
 
@@ -242,17 +246,27 @@ def check_int_accumulate(int_accumulate) -> None:
         raise AssertionError(f"int_accumulate: returned dtype {got.dtype}, expected torch.int32")
 
 
-def check_requantize(my_requantize) -> None:
-    """``my_requantize(acc, multiplier, zero_point) -> uint8``: ``clamp(round(acc * M) + zp, 0, 255)``."""
-    generator = _generator(10)
-    acc = torch.cat([torch.randint(-200000, 200000, (2000,), generator=generator), torch.tensor([-200, 200, 0])])
-    cases = [(acc.to(torch.int32), m, z) for m, z in ((0.0025, 128), (0.0005, 0), (1 / 400, 10), (0.01, 250))]
-    def reference(acc, multiplier, zero_point):
-        return (torch.round(acc.double() * multiplier) + zero_point).clamp(0, 255).to(torch.uint8)
+def _fixed_point_reference(acc, m0, shift, zero_point):
+    return (rounding_right_shift(acc.to(torch.int64) * m0, shift, ties="away") + zero_point).clamp(0, 255).to(torch.uint8)
 
-    _verify("my_requantize", my_requantize, cases, reference,
-            hint="compute acc * multiplier in float64, round half to even, add the zero-point, "
-                 "clamp to 0..255, return torch.uint8")
+
+def check_fixed_point_requantize(my_requantize) -> None:
+    """``my_requantize(acc, m0, shift, zero_point) -> uint8``: ``clamp(round(acc * m0 / 2**shift) + zp, 0, 255)``.
+
+    Integers only: one 64-bit product and one rounding right shift that breaks
+    ties away from zero.
+    """
+    generator = _generator(10)
+    cases = []
+    for multiplier, zero_point in ((0.0025, 128), (0.000731, 0), (0.0123, 10), (0.25, 250)):
+        m0, shift = (t.item() for t in fixed_point_multiplier(multiplier))
+        acc = torch.randint(-200000, 200000, (2000,), generator=generator)
+        ties = (torch.arange(-40, 40) * 2 + 1) * 2 ** (shift - 1)  # acc * m0 = odd * 2**(shift-1): exactly .5
+        exact_ties = ties[ties % m0 == 0] // m0
+        cases.append((torch.cat([acc, exact_ties, torch.tensor([-6, -2, 2, 6])]).to(torch.int32), m0, shift, zero_point))
+    _verify("my_requantize", my_requantize, cases, _fixed_point_reference,
+            hint="widen acc to int64 before multiplying by m0; shifting right by `shift` floors, so add half of "
+                 "2**shift first for values >= 0 (and just under half for negative ones) to round half away from zero")
 
 
 # Notebook 07 -----------------------------------------------------------------------------------

@@ -21,6 +21,9 @@ __all__ = [
     "log_dequantize",
     "log_fake_quantize",
     "shift_multiply",
+    "power_of_two_scale",
+    "lloyd_step",
+    "uniform_codebook",
     "kmeans_codebook",
     "assign_to_codebook",
     "lut_dequantize",
@@ -89,6 +92,21 @@ def shift_multiply(a: torch.Tensor, exponent: int) -> torch.Tensor:
     return torch.bitwise_right_shift(a, -exponent)
 
 
+def power_of_two_scale(max_abs, *, bits: int = 8) -> torch.Tensor:
+    """The smallest power-of-two scale whose signed symmetric ``bits``-wide grid reaches ``max_abs``.
+
+    ``2**ceil(log2(max_abs / (2**(bits-1) - 1)))``, computed exactly with
+    ``frexp``. With such a scale, rescaling an integer result is a shift, as in
+    notebook 03's multiplier-free layer. Introduced in notebook 03 (its exercise 2).
+    """
+    _check_bits(bits, 2, 16)
+    ratio = torch.as_tensor(max_abs, dtype=torch.float64) / (2 ** (bits - 1) - 1)
+    if not (ratio > 0).all() or not torch.isfinite(ratio).all():
+        raise ValueError(f"max_abs={max_abs!r}: expected positive finite numbers")
+    mantissa, exponent = torch.frexp(ratio)  # ratio = mantissa * 2**exponent, mantissa in [0.5, 1)
+    return torch.exp2(torch.where(mantissa == 0.5, exponent - 1, exponent).to(torch.float64)).to(torch.float32)
+
+
 def assign_to_codebook(x, codebook) -> torch.Tensor:
     """Index of the nearest codebook entry for every element (ties go to the lower entry).
 
@@ -107,35 +125,81 @@ def lut_dequantize(indices, codebook) -> torch.Tensor:
     return torch.as_tensor(codebook, dtype=torch.float32)[torch.as_tensor(indices, dtype=torch.int64)]
 
 
-def kmeans_codebook(x, *, bits: int = 4, iterations: int = 50) -> tuple[torch.Tensor, torch.Tensor]:
+def lloyd_step(x, codebook) -> torch.Tensor:
+    """One Lloyd iteration: assign every value to its nearest entry, move each entry to the mean of its values.
+
+    An entry that no value chose keeps its place. Returns the new codebook,
+    sorted ascending. Introduced in notebook 04 (its exercise 2).
+    """
+    x = _float_input(x).flatten()
+    codebook = torch.as_tensor(codebook, dtype=torch.float32)
+    indices = assign_to_codebook(x, codebook)
+    sums = torch.zeros(len(codebook), dtype=torch.float64).index_add_(0, indices, x.to(torch.float64))
+    counts = torch.bincount(indices, minlength=len(codebook)).to(torch.float64)
+    updated = torch.where(counts > 0, sums / counts.clamp(min=1), codebook.to(torch.float64))
+    return torch.sort(updated.to(torch.float32)).values
+
+
+def uniform_codebook(x, *, bits: int) -> torch.Tensor:
+    """The levels of notebook 01's unsigned affine min-max grid for ``x``: 0 is one of them. Introduced in notebook 04."""
+    x = _float_input(x)
+    scale, zero_point = qparams(x.min(), x.max(), bits=bits)
+    return (torch.arange(2**bits, dtype=torch.float32) - zero_point) * scale
+
+
+def kmeans_codebook(x, *, bits: int = 4, iterations: int | None = None, tolerance: float = 1e-6,
+                    max_iterations: int = 1000, return_iterations: bool = False):
     """A ``2**bits``-entry codebook from Lloyd-Max (1-D k-means) iterations, and each element's index.
 
-    Starts from the uniform min-max levels (deterministic, no seed needed), so
-    the result is never worse than uniform quantization; each iteration assigns
-    every value to its nearest entry and moves each entry to the mean of its
-    values, which can only lower the squared error. Returns ``(codebook, indices)``, the codebook
-    sorted ascending. Introduced in notebook 04.
+    Starts from notebook 01's uniform grid (:func:`uniform_codebook`, which has
+    a level at exactly 0), so it begins at uniform quantization's error; each
+    :func:`lloyd_step` can only lower the squared error. With ``iterations``
+    it runs exactly that many steps; otherwise it stops when a step lowers the
+    mean squared error by less than ``tolerance`` of itself (or after
+    ``max_iterations``). Lloyd's algorithm stops at a local optimum, not
+    necessarily the best codebook. Returns ``(codebook, indices)``, plus the
+    number of steps run when ``return_iterations``. Introduced in notebook 04.
     """
     _check_bits(bits, 1, 8)
     x = _float_input(x).flatten()
-    entries = 2**bits
-    codebook = torch.linspace(x.min().item(), x.max().item(), entries)
-    for _ in range(iterations):
-        indices = assign_to_codebook(x, codebook)
-        sums = torch.zeros(entries, dtype=torch.float64).index_add_(0, indices, x.to(torch.float64))
-        counts = torch.bincount(indices, minlength=entries).to(torch.float64)
-        updated = torch.where(counts > 0, sums / counts.clamp(min=1), codebook.to(torch.float64))
-        updated = torch.sort(updated.to(torch.float32)).values
-        if torch.equal(updated, codebook):
-            break
-        codebook = updated
-    return codebook, assign_to_codebook(x, codebook)
+    codebook = uniform_codebook(x, bits=bits) if bits >= 2 else torch.stack([x.min(), x.max()])
+    # The same steps as lloyd_step, on sorted values with running sums: each step costs O(2**bits log n), not O(n).
+    ordered = torch.sort(x).values.to(torch.float64)
+    sums = torch.cat([torch.zeros(1, dtype=torch.float64), ordered.cumsum(0)])
+    squares = torch.cat([torch.zeros(1, dtype=torch.float64), (ordered**2).cumsum(0)])
+    zero = torch.zeros(1, dtype=torch.int64)
+
+    def cells(book):
+        """Start and end (in sorted order) of the values nearest each entry; ties go to the lower entry."""
+        edges = torch.searchsorted(ordered, (book[1:] + book[:-1]).to(torch.float64) / 2, right=True)
+        return torch.cat([zero, edges]), torch.cat([edges, torch.tensor([len(ordered)])])
+
+    def error(book):
+        start, end = cells(book)
+        count, total, total_sq = end - start, sums[end] - sums[start], squares[end] - squares[start]
+        centre = book.to(torch.float64)
+        return ((total_sq - 2 * centre * total + count * centre**2).sum() / len(ordered)).item()
+
+    previous, steps = error(codebook), 0
+    while steps < (max_iterations if iterations is None else iterations):
+        start, end = cells(codebook)
+        count = (end - start).to(torch.float64)
+        means = (sums[end] - sums[start]) / count.clamp(min=1)
+        codebook = torch.sort(torch.where(count > 0, means, codebook.to(torch.float64)).to(torch.float32)).values
+        steps += 1
+        if iterations is None:
+            current = error(codebook)
+            if previous - current <= tolerance * previous:
+                break
+            previous = current
+    indices = assign_to_codebook(x, codebook)
+    return (codebook, indices, steps) if return_iterations else (codebook, indices)
 
 
-def kmeans_fake_quantize(x, *, bits: int = 4, iterations: int = 50) -> torch.Tensor:
-    """``x`` replaced by its nearest k-means codebook entry, in the shape of ``x``."""
+def kmeans_fake_quantize(x, *, bits: int = 4) -> torch.Tensor:
+    """``x`` replaced by its nearest entry of a converged k-means codebook, in the shape of ``x``."""
     x = _float_input(x)
-    codebook, indices = kmeans_codebook(x, bits=bits, iterations=iterations)
+    codebook, indices = kmeans_codebook(x, bits=bits)
     return lut_dequantize(indices, codebook).reshape(x.shape)
 
 

@@ -7,6 +7,7 @@ nothing leaks between widget redraws.
 
 from __future__ import annotations
 
+import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
@@ -41,28 +42,49 @@ def draw_bit_layout(ax, value: float, dtype, label: str | None = None) -> None:
     ax.set_title(label or f"{value!r} as {str(dtype).replace('torch.', '')}", loc="left", fontsize=9)
 
 
-def plot_levels(ax, x, levels, *, title: str = "", max_lines: int = 64) -> None:
-    """Histogram of ``x`` with the quantizer's representable ``levels`` as vertical lines (or a rug)."""
+def plot_levels(ax, x, levels, *, title: str = "", max_lines: int = 64, symlog: bool = False) -> None:
+    """Histogram of ``x`` with the quantizer's representable ``levels`` as vertical lines (or a rug).
+
+    ``symlog`` draws the value axis linear within the smallest non-zero level
+    of zero and logarithmic beyond, so levels crowded near zero stay apart
+    (notebooks 03 and 04); the histogram's bins are even on that axis.
+    """
     values = x.flatten().numpy()
-    ax.hist(values, bins=120, color="#9db4c0", edgecolor="none")
     levels = levels.flatten().numpy()
+    bins = 120
+    if symlog:
+        nonzero = abs(levels[levels != 0])
+        ax.set_xscale("symlog", linthresh=float(nonzero.min()) if len(nonzero) else 1.0, linscale=0.5)
+        transform = ax.xaxis.get_transform()
+        ends = transform.transform([min(values.min(), levels.min()), max(values.max(), levels.max())])
+        bins = transform.inverted().transform(np.linspace(ends[0], ends[1], bins + 1))
+    ax.hist(values, bins=bins, color="#9db4c0", edgecolor="none")
     if len(levels) <= max_lines:
         for level in levels:
             ax.axvline(level, color="#c44536", linewidth=0.8, alpha=0.8)
     else:
         ax.plot(levels, [0] * len(levels), "|", color="#c44536", markersize=10)
     ax.set_title(title, fontsize=10)
-    ax.set_xlabel("value")
+    ax.set_xlabel("value" + (" (symmetric log axis)" if symlog else ""))
     ax.set_ylabel("count")
 
 
-def plot_error(ax, x, x_hat, *, title: str = "error = x_hat - x") -> None:
-    """Quantization error against the input value: sawtooth inside the range, ramps where it clips."""
+def plot_error(ax, x, x_hat, *, title: str = "error = x_hat - x", step: float | None = None) -> None:
+    """Quantization error against the input value: sawtooth inside the range, ramps where it clips.
+
+    With ``step`` (the scale S), dashed guide lines mark ±S/2, the most that
+    rounding alone can cost (notebook 01).
+    """
     order = x.flatten().argsort()
     xs = x.flatten()[order].numpy()
     errors = (x_hat.flatten() - x.flatten())[order].numpy()
     ax.plot(xs, errors, color="#3d405b", linewidth=0.8)
     ax.axhline(0, color="grey", linewidth=0.5)
+    if step is not None:
+        for sign in (-1, 1):
+            ax.axhline(sign * step / 2, color="#2a9d8f", linewidth=0.9, linestyle="--")
+        ax.text(0.01, 0.97, f"dashed: ±S/2 = ±{step / 2:.3g}", transform=ax.transAxes, va="top", fontsize=8,
+                color="#2a9d8f")
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("value")
     ax.set_ylabel("error")

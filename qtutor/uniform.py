@@ -31,6 +31,7 @@ __all__ = [
     "quantize",
     "dequantize",
     "fake_quantize",
+    "fake_quantize_per_group",
     "mse",
     "sqnr_db",
 ]
@@ -268,6 +269,26 @@ def fake_quantize(x, scale, zero_point, *, bits: int = 8, signed: bool = False,
     x = _as_input(x)
     scale_b, zp_b = _checked_params(x, scale, zero_point, bits, signed, axis)
     return (_codes(x, scale_b, zp_b, qmin, qmax) - zp_b) * scale_b
+
+
+def fake_quantize_per_group(x, group_size: int, *, bits: int = 4, signed: bool = True,
+                            symmetric: bool = True) -> torch.Tensor:
+    """``x`` fake-quantized with one min-max range per group of ``group_size`` consecutive values of its last dimension.
+
+    The last dimension (a weight matrix's input dimension) is cut into groups;
+    each group gets its own scale (and zero-point, unless symmetric) from
+    :func:`qparams`, as per-channel quantization does for whole rows. Weight-only
+    INT4 formats use groups of 32 to 128. Introduced in notebook 02.
+    """
+    x = _as_input(x)
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1 \
+            or x.dim() == 0 or x.shape[-1] % group_size:
+        raise ValueError(f"group_size={group_size!r}: expected a whole number that divides the last dimension "
+                         f"({x.shape[-1] if x.dim() else 'none'})")
+    groups = x.reshape(-1, group_size)
+    low, high = torch.aminmax(groups, dim=1)
+    scale, zero_point = qparams(low, high, bits=bits, signed=signed, symmetric=symmetric)
+    return fake_quantize(groups, scale, zero_point, bits=bits, signed=signed, axis=0).reshape(x.shape)
 
 
 def mse(x, x_hat) -> float:

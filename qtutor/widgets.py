@@ -17,6 +17,7 @@ import io
 
 import ipywidgets as widgets
 import torch
+from matplotlib.ticker import MaxNLocator
 
 from qtutor.formats import FORMATS
 from qtutor.intmath import fixed_point_multiplier, requantize
@@ -27,6 +28,11 @@ from qtutor.uniform import dequantize, fake_quantize, mse, qparams, qrange, quan
 
 __all__ = [
     "format_stats",
+    "describe_format",
+    "describe_uniform",
+    "describe_clipping",
+    "describe_method",
+    "describe_requantize",
     "format_figure",
     "format_explorer",
     "uniform_figure",
@@ -55,6 +61,41 @@ def format_stats(stats: dict) -> str:
     return "  ".join(parts)
 
 
+def _percent(fraction: float) -> str:
+    return f"{100 * fraction:.3g} %"
+
+
+def describe_format(stats: dict) -> str:
+    """The format explorer's readout (notebook 00)."""
+    return (f"stored as {stats['stored']!r}  ·  absolute error {stats['abs_error']:.3g}  ·  "
+            f"relative error {_percent(stats['rel_error'])}")
+
+
+def describe_uniform(stats: dict) -> str:
+    """The uniform explorer's readout (notebook 01)."""
+    return (f"scale {stats['scale']:.4g}  ·  zero-point {stats['zero_point']}  ·  MSE {stats['mse']:.4g}  ·  "
+            f"SQNR {stats['sqnr_db']:.1f} dB  ·  {_percent(stats['clipped'])} of values clipped")
+
+
+def describe_clipping(stats: dict) -> str:
+    """The clipping explorer's readout (notebook 02)."""
+    return (f"clip at ±{stats['clip']:.3g}  ·  clipping MSE {stats['clipping']:.3g} + rounding MSE "
+            f"{stats['rounding']:.3g} = {stats['total']:.3g}  ·  {_percent(stats['clipped_fraction'])} of values "
+            "clipped")
+
+
+def describe_method(stats: dict) -> str:
+    """The method explorer's readout (notebooks 03, 04)."""
+    return f"SQNR {stats['sqnr_db']:.1f} dB  ·  MSE {stats['mse']:.3g}  ·  {stats['levels_used']} levels used"
+
+
+def describe_requantize(stats: dict) -> str:
+    """The requantization explorer's readout (notebook 05)."""
+    return (f"m0 keeps {stats['mantissa_bits']} significant bits  ·  multiplier off by "
+            f"{_percent(stats['multiplier_rel_error'])}  ·  {_percent(stats['outputs_changed'])} of outputs change, "
+            f"by at most {stats['max_change']} code{'s' if stats['max_change'] != 1 else ''}")
+
+
 def uniform_figure(x, *, bits: int = 8, low: float = -1.0, high: float = 1.0, zero_point: int | None = None,
                    signed: bool = False):
     """Quantize ``x`` over ``[low, high]`` at ``bits``; draw histogram + levels and the error (notebook 01).
@@ -73,7 +114,7 @@ def uniform_figure(x, *, bits: int = 8, low: float = -1.0, high: float = 1.0, ze
     levels = dequantize(torch.arange(qmin, qmax + 1), scale, zp)
     figure, (left, right) = new_figure(10, 3.2, ncols=2)
     plot_levels(left, x, levels, title=f"{bits}-bit grid: scale={scale.item():.4g}, zero-point={zp.item()}")
-    plot_error(right, x, x_hat)
+    plot_error(right, x, x_hat, step=scale.item())
     stats = {
         "scale": scale.item(),
         "zero_point": int(zp.item()),
@@ -90,7 +131,7 @@ def _explorer_box(*control_rows) -> widgets.VBox:
     return widgets.VBox(rows + [widgets.Image(format="png"), widgets.HTML()])
 
 
-def _explorer(rows, figure_function, controls: dict, before_redraw=None, after_redraw=None,
+def _explorer(rows, figure_function, controls: dict, before_redraw=None, after_redraw=None, describe=format_stats,
               **fixed) -> widgets.VBox:
     """Wire ``controls`` (keyword name -> widget) to ``figure_function(**fixed, **values)``.
 
@@ -98,7 +139,8 @@ def _explorer(rows, figure_function, controls: dict, before_redraw=None, after_r
     if given, receives the values and returns them adjusted (for controls
     that depend on each other); ``after_redraw``, if given, receives the stats
     drawn (to show them on controls). Controls they set while drawing do not
-    cause another redraw.
+    cause another redraw. ``describe`` turns the stats into the line of text
+    shown under the picture.
     """
     box = _explorer_box(*rows)
     drawing = []  # non-empty while a redraw runs
@@ -111,7 +153,7 @@ def _explorer(rows, figure_function, controls: dict, before_redraw=None, after_r
             values = {name: control.value for name, control in controls.items()}
             if before_redraw is not None:
                 values = before_redraw(values)
-            _show(box, figure_function, **fixed, **values)
+            _show(box, figure_function, describe, **fixed, **values)
             if after_redraw is not None:
                 after_redraw(box.last_stats)
         finally:
@@ -123,7 +165,7 @@ def _explorer(rows, figure_function, controls: dict, before_redraw=None, after_r
     return box
 
 
-def _show(box: widgets.VBox, figure_function, **kwargs) -> None:
+def _show(box: widgets.VBox, figure_function, describe, **kwargs) -> None:
     """Redraw the box's picture and numbers from ``figure_function(**kwargs)``.
 
     The figure and stats are kept on the box as ``last_figure`` and
@@ -134,7 +176,7 @@ def _show(box: widgets.VBox, figure_function, **kwargs) -> None:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     box.children[-2].value = buffer.getvalue()
-    box.children[-1].value = f"<code>{html.escape(format_stats(stats))}</code>"
+    box.children[-1].value = f"<code>{html.escape(describe(stats))}</code>"
 
 
 def uniform_explorer(x) -> widgets.VBox:
@@ -161,7 +203,7 @@ def uniform_explorer(x) -> widgets.VBox:
 
     return _explorer([[bits, value_range], [auto, zero_point]], uniform_figure,
                      dict(bits=bits, value_range=value_range, auto=auto, zero_point=zero_point),
-                     before_redraw=adjust, after_redraw=show_derived, x=x)
+                     before_redraw=adjust, after_redraw=show_derived, describe=describe_uniform, x=x)
 
 
 def clipping_figure(x, *, clip: float = 1.0, bits: int = 4, points: int = 40):
@@ -182,6 +224,8 @@ def clipping_figure(x, *, clip: float = 1.0, bits: int = 4, points: int = 40):
     for edge in (-clip * top, clip * top):
         left.axvline(edge, color="#c44536")
     left.set_yscale("log")
+    left.set_xlabel("value")
+    left.set_ylabel("count (log scale)")
     left.set_title(f"clip at ±{clip * top:.3g} ({chosen['clipped_fraction']:.2%} of values clipped)", fontsize=10)
     # A log axis, with anything below a thousandth of the smallest total (zero included) drawn at that floor.
     floor = max(min(c["total"] for c in curves) / 1e3, 1e-30)
@@ -191,7 +235,7 @@ def clipping_figure(x, *, clip: float = 1.0, bits: int = 4, points: int = 40):
     right.set_yscale("log")
     right.set_xlabel("clipping range as a fraction of max|x|")
     right.set_ylabel("MSE")
-    right.set_title(f"{bits}-bit symmetric: error against clipping range", fontsize=10)
+    right.set_title(f"{bits}-bit signed affine grid over ±clip: error against clipping range", fontsize=10)
     right.legend(fontsize=8)
     stats = {"clip": clip * top, **chosen}
     return figure, stats
@@ -202,7 +246,7 @@ def clipping_explorer(x) -> widgets.VBox:
     x = torch.as_tensor(x, dtype=torch.float32)
     clip = widgets.FloatSlider(value=1.0, min=0.02, max=1.0, step=0.02, description="clip")
     bits = widgets.IntSlider(value=4, min=2, max=8, description="bits")
-    return _explorer([[clip, bits]], clipping_figure, dict(clip=clip, bits=bits), x=x)
+    return _explorer([[clip, bits]], clipping_figure, dict(clip=clip, bits=bits), describe=describe_clipping, x=x)
 
 
 def format_figure(value: float = 0.1, format_name: str = "FP16"):
@@ -229,13 +273,16 @@ def format_explorer(value: float = 0.1) -> widgets.VBox:
     """A number box and a format picker over :func:`format_figure` (notebook 00)."""
     number = widgets.FloatText(value=value, description="value")
     picker = widgets.Dropdown(options=list(FORMATS), value="FP16", description="format")
-    return _explorer([[picker, number]], format_figure, dict(format_name=picker, value=number))
+    return _explorer([[picker, number]], format_figure, dict(format_name=picker, value=number),
+                     describe=describe_format)
 
 
 def method_figure(x, *, method: str = "uniform", bits: int = 3):
     """Quantize ``x`` with one of :data:`METHODS`; draw the levels it used and the error (notebooks 03, 04).
 
-    Returns ``(figure, stats)`` with the SQNR, MSE and number of distinct levels used.
+    The levels are drawn on a symmetric-log axis (linear near zero), so that
+    levels crowded near zero stay apart. Returns ``(figure, stats)`` with the
+    SQNR, MSE and number of distinct levels used.
     """
     if method not in METHODS:
         raise ValueError(f"method={method!r}: expected one of {list(METHODS)}")
@@ -243,7 +290,7 @@ def method_figure(x, *, method: str = "uniform", bits: int = 3):
     x_hat = METHODS[method](x, bits)
     levels = torch.unique(x_hat)
     figure, (left, right) = new_figure(10, 3.2, ncols=2)
-    plot_levels(left, x, levels, title=f"{method}, {bits} bits: {len(levels)} levels used")
+    plot_levels(left, x, levels, title=f"{method}, {bits} bits: {len(levels)} levels used", symlog=True)
     plot_error(right, x, x_hat)
     stats = {"sqnr_db": sqnr_db(x, x_hat), "mse": mse(x, x_hat), "levels_used": len(levels)}
     return figure, stats
@@ -254,13 +301,15 @@ def method_explorer(x, methods=tuple(METHODS)) -> widgets.VBox:
     x = torch.as_tensor(x, dtype=torch.float32)
     picker = widgets.ToggleButtons(options=list(methods), description="method")
     bits = widgets.IntSlider(value=3, min=2, max=8, description="bits")
-    return _explorer([[bits, picker]], method_figure, dict(bits=bits, method=picker), x=x)
+    return _explorer([[bits, picker]], method_figure, dict(bits=bits, method=picker), describe=describe_method, x=x)
 
 
-def requantize_figure(acc, *, multiplier: float, zero_point: int, mantissa_bits: int = 31):
-    """Requantize with an ``mantissa_bits``-wide fixed-point multiplier against the exact 31-bit one (notebook 05).
+def requantize_figure(acc, *, multiplier: float, zero_point: int, mantissa_bits: int = 24):
+    """Requantize with ``m0`` cut to ``mantissa_bits`` significant bits, against the full one (notebook 05).
 
-    Returns ``(figure, stats)``: how many outputs change, by how much, and the
+    A float32 multiplier has 24 significant bits, so any width from 24 up
+    gives the same outputs. Uses the fixed-point :func:`requantize`. Returns
+    ``(figure, stats)``: how many outputs change, by how much, and the
     multiplier's relative error.
     """
     exact = requantize(acc, multiplier, zero_point).to(torch.int64)
@@ -268,17 +317,20 @@ def requantize_figure(acc, *, multiplier: float, zero_point: int, mantissa_bits:
     difference = approx - exact
     m0, shift = fixed_point_multiplier(multiplier, mantissa_bits=mantissa_bits)
     represented = m0.double() * torch.exp2(-shift.double())
-    relative = abs(represented.item() - multiplier) / multiplier
+    relative = abs(represented.item() - float(multiplier)) / float(multiplier)
     figure, (left, right) = new_figure(10, 3.0, ncols=2)
     left.scatter(acc.flatten().numpy(), approx.flatten().numpy(), s=2, color="#3d405b")
+    left.xaxis.set_major_locator(MaxNLocator(5))
+    left.ticklabel_format(axis="x", style="sci", scilimits=(-3, 3))
     left.set_xlabel("int32 accumulator")
     left.set_ylabel("uint8 output")
-    left.set_title(f"M = {multiplier:.6g} as {m0.item()} * 2^-{shift.item()}", fontsize=10)
+    left.set_title(f"M = {float(multiplier):.6g} as {m0.item()} * 2^-{shift.item()}", fontsize=10)
     values, counts = torch.unique(difference, return_counts=True)
-    right.bar(values.numpy(), counts.numpy(), color="#e76f51")
+    right.bar(values.numpy(), counts.numpy(), color="#e76f51", width=0.6)
+    right.xaxis.set_major_locator(MaxNLocator(integer=True))
     right.set_yscale("log")
-    right.set_xlabel(f"output change against the exact multiplier ({mantissa_bits}-bit mantissa)")
-    right.set_ylabel("count")
+    right.set_xlabel(f"output change, {mantissa_bits}-bit m0 against the full one (codes)")
+    right.set_ylabel("outputs")
     stats = {
         "mantissa_bits": mantissa_bits,
         "multiplier_rel_error": relative,
@@ -289,10 +341,10 @@ def requantize_figure(acc, *, multiplier: float, zero_point: int, mantissa_bits:
 
 
 def requantize_explorer(acc, *, multiplier: float, zero_point: int) -> widgets.VBox:
-    """A slider for the multiplier's mantissa bits over :func:`requantize_figure` (notebook 05)."""
-    bits = widgets.IntSlider(value=8, min=1, max=31, description="mantissa bits")
-    return _explorer([[bits]], requantize_figure, dict(mantissa_bits=bits), acc=acc, multiplier=multiplier,
-                     zero_point=zero_point)
+    """A slider for the multiplier's significant bits over :func:`requantize_figure` (notebook 05)."""
+    bits = widgets.IntSlider(value=8, min=1, max=31, description="m0 bits")
+    return _explorer([[bits]], requantize_figure, dict(mantissa_bits=bits), describe=describe_requantize, acc=acc,
+                     multiplier=multiplier, zero_point=zero_point)
 
 
 def layer_figure(activations: dict, layers: list[dict], *, layer: str):

@@ -11,12 +11,14 @@ from qtutor.nonuniform import (
     compare_methods,
     kmeans_codebook,
     kmeans_fake_quantize,
+    lloyd_step,
     log_dequantize,
     log_fake_quantize,
     log_quantize,
     lut_dequantize,
     mulaw_fake_quantize,
     shift_multiply,
+    uniform_codebook,
 )
 
 
@@ -68,14 +70,35 @@ def test_assign_to_codebook_is_the_brute_force_argmin():
         assign_to_codebook(x, torch.tensor([1.0, 0.0]))
 
 
+def clusters(centres, generator):
+    centres = torch.tensor(centres)
+    return centres[torch.randint(0, len(centres), (8000,), generator=generator)] + torch.randn(8000, generator=generator) * 0.05
+
+
 def test_kmeans_finds_well_separated_clusters():
-    generator = torch.Generator().manual_seed(2)
-    centres = torch.tensor([-3.0, -1.0, 0.5, 4.0])
-    x = (centres[torch.randint(0, 4, (8000,), generator=generator)]
-         + torch.randn(8000, generator=generator) * 0.05)
+    x = clusters([-3.0, 0.0, 3.0, 6.0], torch.Generator().manual_seed(2))
     codebook, indices = kmeans_codebook(x, bits=2)
-    assert torch.allclose(codebook, centres, atol=0.01)
+    assert torch.allclose(codebook, torch.tensor([-3.0, 0.0, 3.0, 6.0]), atol=0.01)
     assert lut_dequantize(indices, codebook).sub(x).abs().max() < 0.3
+
+
+def test_kmeans_starts_from_the_uniform_grid_and_can_stop_at_a_local_optimum():
+    x = clusters([-3.0, -1.0, 0.5, 4.0], torch.Generator().manual_seed(2))
+    assert 0.0 in uniform_codebook(x, bits=2).tolist()
+    codebook, _, steps = kmeans_codebook(x, bits=2, return_iterations=True)
+    assert lloyd_step(x, codebook).equal(codebook)  # a fixed point of Lloyd's algorithm...
+    best = torch.tensor([-3.0, -1.0, 0.5, 4.0])
+    error = lambda book: (lut_dequantize(assign_to_codebook(x, book), book) - x).pow(2).mean()  # noqa: E731
+    assert error(best) < error(codebook) / 10  # ...far from the best codebook: two clusters share one entry
+
+
+def test_kmeans_converged_equals_repeated_lloyd_steps():
+    x = torch.distributions.Laplace(0.0, 1.0).sample((3000,))
+    codebook, _, steps = kmeans_codebook(x, bits=3, return_iterations=True)
+    reference = uniform_codebook(x, bits=3)
+    for _ in range(steps):
+        reference = lloyd_step(x, reference)
+    assert torch.allclose(codebook, reference, rtol=1e-6, atol=1e-7) and 1 < steps < 1000
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4])
@@ -103,3 +126,14 @@ def test_compare_methods_table():
         assert set(table[method]) == {2, 4}
     assert table["clipped"][4] > table["uniform"][4]  # clipping pays on heavy tails
     assert table["kmeans"][2] >= table["uniform"][2]
+
+
+def test_power_of_two_scale():
+    from qtutor.nonuniform import power_of_two_scale
+
+    assert power_of_two_scale(127.0, bits=8).item() == 1.0  # exactly a power: kept
+    assert power_of_two_scale(127.01, bits=8).item() == 2.0
+    assert power_of_two_scale(7.0, bits=4).item() == 1.0 and power_of_two_scale(6.9, bits=4).item() == 1.0
+    assert power_of_two_scale(0.5, bits=4).item() == 2.0**-3  # 0.5 / 7 = 0.0714 -> 0.125
+    with pytest.raises(ValueError, match="expected positive"):
+        power_of_two_scale(0.0)

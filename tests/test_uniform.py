@@ -260,3 +260,21 @@ def test_dequantize_rejects_float_codes_and_bad_scale():
         dequantize(torch.tensor([1.0]), 0.1, 0)
     with pytest.raises(ValueError, match="scale=0.0: expected positive numbers"):
         dequantize(torch.tensor([1]), 0.0, 0)
+
+
+def test_fake_quantize_per_group_is_per_channel_on_groups():
+    from qtutor.uniform import fake_quantize_per_group
+
+    w = torch.randn(6, 64, generator=torch.Generator().manual_seed(9)) * torch.logspace(-2, 0, 64)
+    groups = w.reshape(-1, 16)
+    observer = torch.ao.quantization.PerChannelMinMaxObserver(ch_axis=0, dtype=torch.qint8,
+                                                              qscheme=torch.per_channel_symmetric)
+    observer(groups)
+    scale, zero_point = observer.calculate_qparams()
+    expected = torch.fake_quantize_per_channel_affine(groups, scale, zero_point.int(), 0, -128, 127).reshape(w.shape)
+    assert fake_quantize_per_group(w, 16, bits=8).equal(expected)
+    assert fake_quantize_per_group(w, 64, bits=4).equal(
+        fake_quantize(w, *qparams(*torch.aminmax(w, dim=1), bits=4, signed=True, symmetric=True), bits=4,
+                      signed=True, axis=0))
+    with pytest.raises(ValueError, match="group_size=48"):
+        fake_quantize_per_group(w, 48)

@@ -101,6 +101,10 @@ def test_uniform_explorer_shows_the_derived_zero_point(monkeypatch):
 
 def test_format_stats():
     assert format_stats({"a": 0.123456, "b": 3}) == "a=0.1235  b=3"
+    from qtutor.widgets import describe_uniform
+
+    line = describe_uniform({"scale": 0.5714, "zero_point": 3, "mse": 0.02, "sqnr_db": 12.34, "clipped": 0.066})
+    assert line == "scale 0.5714  ·  zero-point 3  ·  MSE 0.02  ·  SQNR 12.3 dB  ·  6.6 % of values clipped"
 
 
 def test_format_figure_extremes():
@@ -141,7 +145,7 @@ def test_requantize_figure_more_bits_fewer_changes():
 
     acc = torch.randint(-100000, 100000, (20000,), generator=torch.Generator().manual_seed(0))
     changed = [requantize_figure(acc, multiplier=0.0013, zero_point=128, mantissa_bits=b)[1]["outputs_changed"]
-               for b in (1, 4, 8, 31)]
+               for b in (1, 4, 8, 24)]
     assert changed[0] > changed[1] > changed[2] > changed[3] == 0
 
 

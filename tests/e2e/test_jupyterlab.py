@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -243,8 +244,9 @@ def wait_for_redraw(widget, before: tuple[str, str], timeout_s: float = 30) -> t
 
 
 def numbers(text: str) -> dict[str, float]:
-    """The ``name=value`` pairs a widget prints, as floats."""
-    return {name: float(value) for name, value in (pair.split("=") for pair in text.split())}
+    """The numbers a widget's readout names ("scale 0.57  ·  zero-point 3  ·  MSE 0.02  ·  ..."), as floats."""
+    return {name.strip().lower(): float(value)
+            for name, value in re.findall(r"([A-Za-z][A-Za-z -]*?) (-?[\d.]+(?:e-?\d+)?)", text)}
 
 
 def drag(page, handle, track, fraction: float) -> None:
@@ -279,7 +281,7 @@ def test_uniform_explorer_redraws_when_the_bits_slider_moves(session):
     assert numbers(after[1])["mse"] < numbers(before[1])["mse"] / 4 ** (new_bits - bits) * 2
     # The greyed-out zero-point slider shows the zero-point the range gives at the new width.
     zero_point = widget.locator(".widget-slider", has=session.page.locator("label", has_text="zero-point")).first
-    assert int(zero_point.locator(".widget-readout").inner_text()) == numbers(after[1])["zero_point"]
+    assert int(zero_point.locator(".widget-readout").inner_text()) == numbers(after[1])["zero-point"]
     screenshot(widget, "01_uniform_explorer_after")
     assert not session.errors, f"browser console errors: {session.errors}"
     print(f"bits {bits} -> {new_bits}; numbers before: {before[1]!r}; after: {after[1]!r}")
