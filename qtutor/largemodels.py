@@ -205,7 +205,7 @@ def group_fake_quantize(weight, group_size: int | None = 128, *, bits: int = 4) 
 class QuantLinear(torch.nn.Module):
     """A weight-only quantized ``nn.Linear`` (W4A16): packed ``bits``-wide codes and one FP16 scale per group.
 
-    Stores ``packed`` (``uint8``, two 4-bit codes per byte, :func:`qtutor.packing.pack`), ``scales``
+    Stores ``packed`` (``uint8``, two 4-bit codes per byte, row after row, :func:`qtutor.packing.pack`), ``scales``
     (``float16``, ``[out_features, groups]``) and the float ``bias``. The forward unpacks, dequantizes and
     calls ``F.linear``: activations stay in float (FP16 on a GPU; float32 on this CPU). Build one with
     :meth:`from_linear`.
@@ -230,18 +230,20 @@ class QuantLinear(torch.nn.Module):
         scale, _ = absmax_qparams(groups, bits=bits, axis=0)
         scale = scale.to(torch.float16)  # stored in FP16; the codes are computed with the stored scale
         codes = quantize(groups, scale.float(), 0, bits=bits, signed=True, axis=0)
+        codes = codes.reshape(linear.out_features, -1)[:, : linear.in_features]  # the padding is not stored
         bias = None if linear.bias is None else linear.bias.detach().clone()
         return cls(pack(codes, bits, signed=True), scale.reshape(linear.out_features, -1), bias,
                    in_features=linear.in_features, group_size=size, bits=bits)
 
     def codes(self) -> torch.Tensor:
-        """The signed integer codes, ``[out_features, groups * group_size]`` (padding included)."""
-        count = self.scales.numel() * self.group_size
-        return unpack(self.packed, self.bits, count, signed=True).reshape(self.out_features, -1)
+        """The signed integer codes, ``[out_features, in_features]``."""
+        count = self.out_features * self.in_features
+        return unpack(self.packed, self.bits, count, signed=True).reshape(self.out_features, self.in_features)
 
     def dequantized_weight(self) -> torch.Tensor:
-        """The float32 weight the forward uses: codes times their group's scale, padding cut off."""
-        codes = self.codes().reshape(-1, self.group_size)
+        """The float32 weight the forward uses: each code times its group's scale."""
+        padding = self.scales.shape[1] * self.group_size - self.in_features
+        codes = F.pad(self.codes(), (0, padding)).reshape(-1, self.group_size)
         weight = dequantize(codes, self.scales.float().reshape(-1), 0, axis=0)
         return weight.reshape(self.out_features, -1)[:, : self.in_features]
 

@@ -7,8 +7,10 @@ from torch.ao.quantization import PerChannelMinMaxObserver
 from qtutor import checks, qparams, quantize
 from qtutor.formats import bit_fields, memory_mb
 from qtutor.intmath import requantize
+from qtutor.largemodels import absmax_qparams, smoothing_factors
 from qtutor.nonuniform import assign_to_codebook, log_fake_quantize, shift_multiply
 from qtutor.observers import minmax_range, percentile_range
+from qtutor.packing import pack
 
 
 def lloyd(x, codebook):
@@ -66,6 +68,19 @@ CASES = [
     (checks.check_requantize, requantize_float64,
      [lambda a, m, z: (torch.floor(a.double() * m + 0.5) + z).clamp(0, 255).to(torch.uint8),
       lambda a, m, z: (torch.round(a.double() * m) + z).to(torch.uint8)]),
+    (checks.check_per_token_scales, lambda x: (x.abs().amax(dim=1) / 127.5).clamp(min=torch.finfo(torch.float32).eps),
+     [lambda x: x.abs().amax(dim=1) / 127,  # LLM.int8()'s 127, not the course's (qmax - qmin) / 2
+      lambda x: x.abs().amax(dim=1) / 127.5,  # a row of zeros gets scale 0
+      lambda x: x.abs().amax(dim=0) / 127.5,  # per channel
+      lambda x: absmax_qparams(x)[0]]),  # per tensor
+    (checks.check_smoothing_factors,
+     lambda a, w, alpha: a ** alpha / w.abs().amax(dim=0) ** (1 - alpha),
+     [lambda a, w, alpha: a ** (1 - alpha) / w.abs().amax(dim=0) ** alpha,  # exponents swapped
+      lambda a, w, alpha: a ** alpha / w.abs().max() ** (1 - alpha),  # one weight maximum for every channel
+      lambda a, w, alpha: a ** alpha / w.amax(dim=0) ** (1 - alpha)]),  # no magnitude
+    (checks.check_pack_int4, lambda c: (c[0::2] | (c[1::2] << 4)).to(torch.uint8),
+     [lambda c: ((c[0::2] << 4) | c[1::2]).to(torch.uint8),  # high nibble first
+      lambda c: c[0::2].long() + 16 * c[1::2].long()]),  # right bytes, wrong dtype
 ]
 
 
@@ -95,6 +110,15 @@ def test_requantize_check_agrees_with_fixed_point_on_its_cases():
 def test_every_check_is_tested():
     names = {c[0].__name__ for c in CASES}
     assert names == set(checks.__all__)
+
+
+def test_notebook_11_references_are_the_library():
+    x = torch.randn(6, 10)
+    assert torch.allclose(absmax_qparams(x, axis=0)[0], x.abs().amax(dim=1) / 127.5)
+    codes = torch.randint(0, 16, (8,), dtype=torch.uint8)
+    assert torch.equal(pack(codes, 4), (codes[0::2] | (codes[1::2] << 4)).to(torch.uint8))
+    a, w = torch.rand(10) + 0.1, torch.randn(4, 10)
+    assert torch.allclose(smoothing_factors(a, w, 0.5), a.sqrt() / w.abs().amax(dim=0).sqrt())
 
 
 def test_per_channel_reference_is_pytorch():
