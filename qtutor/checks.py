@@ -14,8 +14,10 @@ import torch
 
 from qtutor.formats import bit_fields
 from qtutor.intmath import fixed_point_multiplier, rounding_right_shift
+from qtutor.largemodels import absmax_qparams, smoothing_factors
 from qtutor.nonuniform import assign_to_codebook, lloyd_step, log_fake_quantize, power_of_two_scale
 from qtutor.observers import mse_range
+from qtutor.packing import pack
 from qtutor.uniform import fake_quantize_per_group, qparams
 
 __all__ = [
@@ -39,6 +41,9 @@ __all__ = [
     "check_fold_batch_norm",
     "check_dense_layer_fusions",
     "check_pt2e_flow",
+    "check_per_token_scales",
+    "check_smoothing_factors",
+    "check_pack_int4",
 ]
 
 
@@ -519,3 +524,42 @@ def check_pt2e_flow(my_quantize_pt2e) -> None:
                              "  hint: export, prepare_pt2e(exported.module(), pt2e.quantizer()), run every batch "
                              "through the prepared model (calibration), then convert_pt2e")
     print("✓ my_quantize_pt2e: passed (outputs equal qtutor.pt2e.quantize_pt2e's bit for bit)")
+
+
+# Notebook 11 -----------------------------------------------------------------------------------
+
+def check_per_token_scales(per_token_scales) -> None:
+    """``per_token_scales(x) -> scales``: one signed symmetric INT8 scale per row (token) of ``x``."""
+    generator = _generator(11)
+    loud = torch.randn(16, 64, generator=generator)
+    loud[:, 5] *= 60  # an outlier channel: every token's scale grows
+    quiet_row = torch.randn(8, 24, generator=generator)
+    quiet_row[2] = 0.0  # a row of zeros still gets a usable scale
+    cases = [(torch.randn(32, 48, generator=generator),), (loud,), (quiet_row,)]
+    _verify("per_token_scales", per_token_scales, cases, lambda x: absmax_qparams(x, axis=0)[0], exact=False,
+            hint="max|x| along each row (dim=1) divided by 127.5, at least torch.finfo(torch.float32).eps")
+
+
+def check_smoothing_factors(my_smoothing_factors) -> None:
+    """``my_smoothing_factors(act_absmax, weight, alpha) -> s``: SmoothQuant's factor per input channel."""
+    generator = _generator(12)
+    cases = []
+    for out_features, in_features, alpha in ((24, 40, 0.5), (40, 24, 0.25), (16, 64, 0.85), (8, 8, 1.0)):
+        act_absmax = torch.rand(in_features, generator=generator) * 50 + 0.5
+        weight = torch.randn(out_features, in_features, generator=generator) * 0.1
+        cases.append((act_absmax, weight, alpha))
+    _verify("my_smoothing_factors", my_smoothing_factors, cases, smoothing_factors, exact=False,
+            hint="s_j = act_absmax[j]**alpha / max_i |weight[i, j]|**(1 - alpha): the weight's largest magnitude "
+                 "per input channel is over dim 0 of an nn.Linear weight [out, in]")
+
+
+def check_pack_int4(pack_int4) -> None:
+    """``pack_int4(codes) -> uint8``: 4-bit codes (0..15), two per byte, the first in the low nibble."""
+    generator = _generator(13)
+    cases = [(torch.tensor([3, 10, 15, 0], dtype=torch.uint8),),
+             (torch.randint(0, 16, (1000,), generator=generator).to(torch.uint8),)]
+    _verify("pack_int4", pack_int4, cases, lambda codes: pack(codes, 4),
+            hint="byte = codes[0::2] | (codes[1::2] << 4), as torch.uint8")
+    got = _call("pack_int4", pack_int4, *cases[0])
+    if got.dtype != torch.uint8:
+        raise AssertionError(f"pack_int4: returned dtype {got.dtype}, expected torch.uint8")

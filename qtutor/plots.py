@@ -8,12 +8,14 @@ nothing leaks between widget redraws.
 from __future__ import annotations
 
 import numpy as np
+import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from qtutor.formats import bit_fields
 
-__all__ = ["new_figure", "draw_bit_layout", "plot_levels", "plot_error", "plot_sqnr", "FIELD_COLOURS"]
+__all__ = ["new_figure", "draw_bit_layout", "plot_levels", "plot_error", "plot_sqnr", "plot_level_rows",
+           "plot_relative_steps", "FIELD_COLOURS"]
 
 FIELD_COLOURS = {"sign": "#e76f51", "exponent": "#2a9d8f", "mantissa": "#e9c46a", "bits": "#8ab17d"}
 
@@ -102,3 +104,36 @@ def plot_sqnr(ax, table: dict[str, dict[int, float]], *, title: str = "SQNR by m
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
 
+
+
+def _positive(levels):
+    """The distinct positive values of ``levels``, ascending, as a float64 tensor."""
+    levels = torch.unique(torch.as_tensor(levels, dtype=torch.float64))
+    return levels[levels > 0]
+
+
+def plot_level_rows(ax, grids: dict, *, title: str = "positive levels (log axis)") -> None:
+    """One row of ticks per grid: the positive levels of each number format on a log axis (notebook 11)."""
+    for row, (name, levels) in enumerate(grids.items()):
+        values = _positive(levels).numpy()
+        ax.plot(values, [row] * len(values), "|", markersize=12, color=f"C{row}")
+    ax.set_xscale("log")
+    ax.set_yticks(range(len(grids)), list(grids))
+    ax.set_ylim(-0.6, len(grids) - 0.4)
+    ax.invert_yaxis()
+    ax.set_xlabel("value")
+    ax.set_title(title, fontsize=10)
+
+
+def plot_relative_steps(ax, grids: dict, *, title: str = "gap to the next level / level") -> None:
+    """Relative spacing of each grid's positive levels: flat for floats, falling as 1/x for integers (notebook 11)."""
+    for row, (name, levels) in enumerate(grids.items()):
+        values = _positive(levels)
+        ax.step(values[:-1].numpy(), (values.diff() / values[:-1]).numpy(), where="post", label=name, color=f"C{row}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("level")
+    ax.set_ylabel("relative step")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)

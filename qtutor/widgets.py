@@ -21,6 +21,7 @@ from matplotlib.ticker import MaxNLocator
 
 from qtutor.formats import FORMATS
 from qtutor.intmath import fixed_point_multiplier, requantize
+from qtutor.largemodels import smooth, smoothing_factors, w8a8_linear
 from qtutor.nonuniform import METHODS
 from qtutor.observers import clip_errors
 from qtutor.plots import draw_bit_layout, new_figure, plot_error, plot_levels
@@ -50,6 +51,8 @@ __all__ = [
     "precision_explorer",
     "ste_figure",
     "ste_explorer",
+    "smoothquant_figure",
+    "smoothquant_explorer",
 ]
 
 
@@ -467,3 +470,54 @@ def ste_explorer() -> widgets.VBox:
     bits = widgets.IntSlider(value=3, min=2, max=8, description="bits")
     high = widgets.FloatSlider(value=1.0, min=0.1, max=2.0, step=0.05, description="range ±")
     return _explorer([[bits, high]], ste_figure, dict(bits=bits, high=high))
+
+
+def _smoothed_w8a8(x, weight, alpha):
+    """SmoothQuant at ``alpha`` (None: no smoothing), then W8A8: ``(x, weight, output)`` after smoothing."""
+    if alpha is not None:
+        x, weight = smooth(x, weight, smoothing_factors(x.abs().amax(dim=0), weight, alpha))
+    return x, weight, w8a8_linear(x, weight)
+
+
+def smoothquant_figure(x, weight, channels, *, outlier_size: float = 50.0, alpha: float = 0.5, points: int = 21):
+    """SmoothQuant on a toy layer: ``x``'s ``channels`` scaled by ``outlier_size``, smoothed at ``alpha`` (notebook 11).
+
+    Left and middle: every input channel's ``max|X_j|`` and ``max|W_j|`` before (grey) and after smoothing.
+    Right: the W8A8 output's SQNR (per-tensor activations, per-channel weights) against alpha, without
+    smoothing as a dashed line, the chosen alpha as a dot. Returns ``(figure, stats)``.
+    """
+    x = torch.as_tensor(x, dtype=torch.float32).clone()
+    x[:, channels] *= outlier_size
+    reference = torch.nn.functional.linear(x, weight)
+    alphas = torch.linspace(0, 1, points).tolist()
+    curve = [sqnr_db(reference, _smoothed_w8a8(x, weight, a)[2]) for a in alphas]
+    plain = sqnr_db(reference, _smoothed_w8a8(x, weight, None)[2])
+    x_smooth, w_smooth, output = _smoothed_w8a8(x, weight, alpha)
+    figure, (left, middle, right) = new_figure(12, 3.2, ncols=3)
+    for ax, before, after, name in ((left, x, x_smooth, "activations max|X_j|"),
+                                    (middle, weight, w_smooth, "weights max|W_j|")):
+        ax.plot(before.abs().amax(dim=0).numpy(), color="#adb5bd", linewidth=0.8, label="before")
+        ax.plot(after.abs().amax(dim=0).numpy(), color="#e76f51", linewidth=0.8, label=f"alpha {alpha:.2f}")
+        ax.set_yscale("log")
+        ax.set_xlabel("input channel j")
+        ax.set_title(f"{name}: largest {after.abs().max().item():.3g}", fontsize=10)
+        ax.legend(fontsize=8)
+    right.plot(alphas, curve, color="#264653")
+    right.axhline(plain, color="#adb5bd", linestyle="--", label="no smoothing")
+    right.plot([alpha], [sqnr_db(reference, output)], "o", color="#e76f51")
+    right.set_xlabel("alpha (migration strength)")
+    right.set_ylabel("W8A8 output SQNR (dB)")
+    right.set_title(f"outliers {outlier_size:g}x: output error", fontsize=10)
+    right.legend(fontsize=8)
+    stats = {"act_max": x_smooth.abs().max().item(), "weight_max": w_smooth.abs().max().item(),
+             "sqnr_db": sqnr_db(reference, output), "sqnr_db_unsmoothed": plain}
+    return figure, stats
+
+
+def smoothquant_explorer(x, weight, channels) -> widgets.VBox:
+    """Sliders for the outlier size and SmoothQuant's alpha over :func:`smoothquant_figure` (notebook 11)."""
+    size = widgets.FloatSlider(value=50.0, min=1.0, max=100.0, step=1.0, description="outlier size",
+                               readout_format=".0f")
+    alpha = widgets.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="alpha")
+    return _explorer([[size, alpha]], smoothquant_figure, dict(outlier_size=size, alpha=alpha),
+                     x=torch.as_tensor(x, dtype=torch.float32), weight=weight, channels=channels)

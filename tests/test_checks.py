@@ -10,8 +10,10 @@ from torch.ao.quantization import PerChannelMinMaxObserver, QConfigMapping, get_
 from qtutor import checks, fake_quantize, ptq, qparams, quantize
 from qtutor.formats import bit_fields
 from qtutor.intmath import rounding_right_shift
+from qtutor.largemodels import absmax_qparams, smoothing_factors
 from qtutor.nonuniform import assign_to_codebook, log_fake_quantize, power_of_two_scale
 from qtutor.observers import minmax_range, mse_range, percentile_range
+from qtutor.packing import pack
 from qtutor.uniform import fake_quantize_per_group
 from tests.test_ptq import TinyDense
 
@@ -194,6 +196,19 @@ CASES = [
     (checks.check_choose_precision, choose_precision,
      [lambda s: "static INT8", lambda s: "dynamic INT8" if s["layers"] == "linear" else "BF16",
       lambda s: {"conv": "static INT8", "linear": "dynamic INT8"}[s["layers"]]]),
+    (checks.check_per_token_scales, lambda x: (x.abs().amax(dim=1) / 127.5).clamp(min=torch.finfo(torch.float32).eps),
+     [lambda x: x.abs().amax(dim=1) / 127,  # LLM.int8()'s 127, not the course's (qmax - qmin) / 2
+      lambda x: x.abs().amax(dim=1) / 127.5,  # a row of zeros gets scale 0
+      lambda x: x.abs().amax(dim=0) / 127.5,  # per channel
+      lambda x: absmax_qparams(x)[0]]),  # per tensor
+    (checks.check_smoothing_factors,
+     lambda a, w, alpha: a ** alpha / w.abs().amax(dim=0) ** (1 - alpha),
+     [lambda a, w, alpha: a ** (1 - alpha) / w.abs().amax(dim=0) ** alpha,  # exponents swapped
+      lambda a, w, alpha: a ** alpha / w.abs().max() ** (1 - alpha),  # one weight maximum for every channel
+      lambda a, w, alpha: a ** alpha / w.amax(dim=0) ** (1 - alpha)]),  # no magnitude
+    (checks.check_pack_int4, lambda c: (c[0::2] | (c[1::2] << 4)).to(torch.uint8),
+     [lambda c: ((c[0::2] << 4) | c[1::2]).to(torch.uint8),  # high nibble first
+      lambda c: c[0::2].long() + 16 * c[1::2].long()]),  # right bytes, wrong dtype
 ]
 
 
@@ -215,6 +230,15 @@ def test_check_passes_right_and_fails_wrong_and_missing(check, right, wrongs, ca
 def test_every_check_is_tested():
     names = {c[0].__name__ for c in CASES}
     assert names == set(checks.__all__)
+
+
+def test_notebook_11_references_are_the_library():
+    x = torch.randn(6, 10)
+    assert torch.allclose(absmax_qparams(x, axis=0)[0], x.abs().amax(dim=1) / 127.5)
+    codes = torch.randint(0, 16, (8,), dtype=torch.uint8)
+    assert torch.equal(pack(codes, 4), (codes[0::2] | (codes[1::2] << 4)).to(torch.uint8))
+    a, w = torch.rand(10) + 0.1, torch.randn(4, 10)
+    assert torch.allclose(smoothing_factors(a, w, 0.5), a.sqrt() / w.abs().amax(dim=0).sqrt())
 
 
 def test_per_channel_reference_is_pytorch():

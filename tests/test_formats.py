@@ -52,3 +52,64 @@ def test_memory():
     model = torch.nn.Linear(10, 10)  # 110 parameters
     memory = model_memory(model)
     assert memory["FP32"] == 110 * 4 / 1e6 and memory["INT8"] == 110 / 1e6
+
+
+# FP8 (notebook 11) -------------------------------------------------------------------------------
+
+from qtutor.formats import FP8_FORMATS, fp8_decode, fp8_encode, fp8_levels, fp8_table  # noqa: E402
+
+
+@pytest.mark.parametrize("name", list(FP8_FORMATS))
+def test_fp8_decode_reads_every_code_as_pytorch_does(name):
+    codes = torch.arange(256)
+    ours = fp8_decode(codes, name)
+    pytorch = codes.to(torch.uint8).view(FP8_FORMATS[name]).to(torch.float32)
+    assert torch.equal(torch.isnan(ours), torch.isnan(pytorch))
+    assert torch.equal(ours.nan_to_num(0.0), pytorch.nan_to_num(0.0))
+
+
+def fp8_hard_cases(name):
+    """Random values over a wide range, every midpoint between two levels and one float32 step either side."""
+    gen = torch.Generator().manual_seed(11)
+    spread = torch.randn(20000, generator=gen) * torch.exp2(torch.randint(-30, 24, (20000,), generator=gen).float())
+    levels = fp8_levels(name)
+    middles = (levels[1:] + levels[:-1]) / 2
+    middles = torch.cat([middles, 2 * levels[-1:] - middles[-1:]])  # and the one just past the largest value
+    near = [middles.nextafter(torch.tensor(direction)) for direction in (float("inf"), float("-inf"))]
+    special = torch.tensor([0.0, -0.0, float("inf"), float("-inf"), 1e-30, -1e-30, 1e30, 3.4e38])
+    cases = torch.cat([spread, middles, *near, special])
+    return torch.cat([cases, -cases])
+
+
+@pytest.mark.parametrize("name", list(FP8_FORMATS))
+def test_fp8_encode_equals_pytorchs_cast_bit_for_bit(name):
+    x = fp8_hard_cases(name)
+    assert torch.equal(fp8_encode(x, name), x.to(FP8_FORMATS[name]).view(torch.uint8))
+
+
+def test_fp8_overflow_differs_between_the_formats():
+    big = torch.tensor([1000.0, float("inf")])
+    assert fp8_decode(fp8_encode(big, "E4M3"), "E4M3").tolist() == [448.0, 448.0]  # saturates
+    assert fp8_decode(fp8_encode(big * 100, "E5M2"), "E5M2").tolist() == [float("inf")] * 2
+
+
+def test_fp8_levels_and_table_come_from_finfo():
+    rows = {row["format"]: row for row in fp8_table()}
+    for name, dtype in FP8_FORMATS.items():
+        info, levels = torch.finfo(dtype), fp8_levels(name)
+        assert levels[-1].item() == rows[name]["max"] == info.max
+        assert rows[name]["smallest_normal"] == info.smallest_normal
+        assert (levels.diff() > 0).all() and levels[0] == 0
+        assert rows[name]["finite_values"] == torch.unique(fp8_decode(torch.arange(256), name)).isfinite().sum()
+    assert (rows["E4M3"]["exponent_bits"], rows["E4M3"]["mantissa_bits"], rows["E4M3"]["bias"]) == (4, 3, 7)
+    assert (rows["E5M2"]["exponent_bits"], rows["E5M2"]["mantissa_bits"], rows["E5M2"]["bias"]) == (5, 2, 15)
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda: fp8_encode(torch.tensor([float("nan")])), "x contains NaN"),
+    (lambda: fp8_decode(torch.tensor([256])), "expected integers from 0 to 255"),
+    (lambda: fp8_levels("E2M5"), "format 'E2M5': expected one of"),
+])
+def test_fp8_bad_input(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()

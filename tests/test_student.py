@@ -12,6 +12,8 @@ from qtutor.student import BEGIN, END, strip_source, student_notebook, write_stu
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 # Notebooks 00-05 each have at least two exercises (issue 3); a student copy is executed only where solutions exist.
 CONCEPT_NOTEBOOKS = [p for p in NOTEBOOKS if p.name[:2] in {"00", "01", "02", "03", "04", "05"}]
+# Notebook 11 (large models, issue 15) has exercises too.
+EXERCISE_NOTEBOOKS = CONCEPT_NOTEBOOKS + [p for p in NOTEBOOKS if p.name.startswith("11_")]
 WITH_EXERCISES = [p for p in NOTEBOOKS if BEGIN in p.read_text()]
 
 
@@ -40,7 +42,12 @@ def test_the_six_concept_notebooks_are_there():
     assert len(CONCEPT_NOTEBOOKS) == 6
 
 
-@pytest.mark.parametrize("path", CONCEPT_NOTEBOOKS, ids=[p.stem for p in CONCEPT_NOTEBOOKS])
+def test_notebook_11_is_among_those_with_exercises():
+    assert [p.name for p in EXERCISE_NOTEBOOKS if p.name.startswith("11_")] == ["11_large_models.ipynb"]
+    assert EXERCISE_NOTEBOOKS[-1] in WITH_EXERCISES
+
+
+@pytest.mark.parametrize("path", EXERCISE_NOTEBOOKS, ids=[p.stem for p in EXERCISE_NOTEBOOKS])
 def test_every_notebook_has_two_exercises_with_checks(path):
     notebook = json.loads(path.read_text())
     pairs = exercise_cells(notebook)

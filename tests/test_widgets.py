@@ -198,3 +198,51 @@ def test_ste_figure_and_explorer():
         before = (box.last_stats, box.children[-2].value)
         control.value = control.min
         assert box.last_stats != before[0] and box.children[-2].value != before[1]
+
+
+def toy_layer():
+    from qtutor.largemodels import outlier_activations
+
+    x, channels = outlier_activations(64, 96, outliers=3, size=1.0)
+    weight = torch.randn(32, 96, generator=torch.Generator().manual_seed(1)) * 0.05
+    return x, weight, channels
+
+
+def test_smoothquant_figure_extremes():
+    from qtutor.widgets import smoothquant_figure
+
+    x, weight, channels = toy_layer()
+    pictures, results = set(), {}
+    for size, alpha in ((1.0, 0.0), (100.0, 0.0), (100.0, 0.5), (100.0, 1.0)):
+        figure, stats = smoothquant_figure(x, weight, channels, outlier_size=size, alpha=alpha, points=5)
+        pictures.add(png(figure))
+        results[size, alpha] = stats
+    assert len(pictures) == 4
+    assert results[100.0, 0.5]["sqnr_db"] > results[100.0, 0.5]["sqnr_db_unsmoothed"] + 10
+    assert results[1.0, 0.0]["sqnr_db_unsmoothed"] > results[100.0, 0.0]["sqnr_db_unsmoothed"] + 5
+    assert results[100.0, 1.0]["act_max"] < results[100.0, 0.5]["act_max"] < results[100.0, 0.0]["act_max"]
+
+
+def test_smoothquant_explorer_redraws_for_each_slider():
+    from qtutor.widgets import smoothquant_explorer
+
+    box = smoothquant_explorer(*toy_layer())
+    for control in box.children[0].children:
+        before = (box.last_stats, box.children[-2].value, box.children[-1].value)
+        control.value = control.min
+        after = (box.last_stats, box.children[-2].value, box.children[-1].value)
+        assert all(b != a for b, a in zip(before, after)), control.description
+
+
+def test_level_figures_draw_every_grid():
+    from qtutor.formats import fp8_levels
+    from qtutor.plots import new_figure, plot_level_rows, plot_relative_steps
+
+    grids = {"E4M3": fp8_levels("E4M3"), "INT8": torch.arange(0, 128) / 127 * 448}
+    figure, (left, right) = new_figure(10, 3, ncols=2)
+    plot_level_rows(left, grids)
+    plot_relative_steps(right, grids)
+    assert len(left.lines) == 2 and len(right.lines) == 2
+    relative = right.lines[0].get_ydata()
+    assert relative.min() >= 1 / 16 - 1e-9 and relative[-1] <= 1 / 8 + 1e-9  # E4M3's normal range: 3 mantissa bits
+    assert png(figure)

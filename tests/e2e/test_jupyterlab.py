@@ -263,26 +263,36 @@ def screenshot(widget, name: str) -> None:
     widget.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
 
 
+def move_slider(session, widget, label: str, fraction: float, name: str):
+    """Drag the widget's slider labelled ``label`` to ``fraction`` of its track and wait for the redraw.
+
+    Screenshots before and after go to build/e2e/``name``_before.png and _after.png. Returns the slider's readout
+    before and after, and the widget's (picture, numbers) before and after.
+    """
+    slider = widget.locator(".widget-slider", has=session.page.locator("label", has_text=label)).first
+    readout = slider.locator(".widget-readout")
+    before = settled(widget)
+    assert before[0] and before[1], "the widget shows no picture or no numbers"
+    old_value = readout.inner_text()
+    screenshot(widget, f"{name}_before")
+    drag(session.page, slider.locator(".noUi-handle").first, slider.locator(".noUi-base").first, fraction=fraction)
+    after = wait_for_redraw(widget, before)
+    screenshot(widget, f"{name}_after")
+    return old_value, readout.inner_text(), before, after
+
+
 @pytest.mark.parametrize("session", ["01_uniform_quantization.ipynb"], indirect=True)
 def test_uniform_explorer_redraws_when_the_bits_slider_moves(session):
     session.run_all(timeout_s=180)
     widget = session.widget_in_cell("uniform_explorer(data)")
-    slider = widget.locator(".widget-slider", has=session.page.locator("label", has_text="bits")).first
-    readout = slider.locator(".widget-readout")
-    before = settled(widget)
-    assert before[0] and before[1], "the widget shows no picture or no numbers"
-    bits = int(readout.inner_text())
-    screenshot(widget, "01_uniform_explorer_before")
-    drag(session.page, slider.locator(".noUi-handle").first, slider.locator(".noUi-base").first, fraction=0.6)
-    after = wait_for_redraw(widget, before)
-    new_bits = int(readout.inner_text())
+    bits, new_bits, before, after = move_slider(session, widget, "bits", 0.6, "01_uniform_explorer")
+    bits, new_bits = int(bits), int(new_bits)
     assert new_bits > bits, f"dragging the bits slider right left it at {new_bits}"
     # Each extra bit quarters the rounding error: the numbers must be those of the new width, not the old one.
     assert numbers(after[1])["mse"] < numbers(before[1])["mse"] / 4 ** (new_bits - bits) * 2
     # The greyed-out zero-point slider shows the zero-point the range gives at the new width.
     zero_point = widget.locator(".widget-slider", has=session.page.locator("label", has_text="zero-point")).first
     assert int(zero_point.locator(".widget-readout").inner_text()) == numbers(after[1])["zero-point"]
-    screenshot(widget, "01_uniform_explorer_after")
     assert not session.errors, f"browser console errors: {session.errors}"
     print(f"bits {bits} -> {new_bits}; numbers before: {before[1]!r}; after: {after[1]!r}")
 
@@ -303,9 +313,27 @@ def test_layer_explorer_redraws_when_another_layer_is_picked(session):
     print(f"layer {options[0]} -> {options[len(options) // 2]}; numbers before: {before[1]!r}; after: {after[1]!r}")
 
 
-@pytest.mark.parametrize("session", [path.name for path in NOTEBOOKS if path.name < "06"], indirect=True)
+@pytest.mark.parametrize("session", ["11_large_models.ipynb"], indirect=True)
+def test_smoothquant_explorer_redraws_when_alpha_moves(session):
+    session.run_all(timeout_s=300)
+    widget = session.widget_in_cell("smoothquant_explorer(clean, weight, channels)")
+    alpha, new_alpha, before, after = move_slider(session, widget, "alpha", 0.9, "11_smoothquant_explorer")
+    alpha, new_alpha = float(alpha), float(new_alpha)
+    assert new_alpha > alpha, f"dragging the alpha slider right left it at {new_alpha}"
+    # More migration: the activations' range shrinks and the weights' grows; the unsmoothed error stays put.
+    old, new = numbers(before[1]), numbers(after[1])
+    assert new["act_max"] < old["act_max"] and new["weight_max"] > old["weight_max"]
+    assert new["sqnr_db_unsmoothed"] == old["sqnr_db_unsmoothed"]
+    assert not session.errors, f"browser console errors: {session.errors}"
+    print(f"alpha {alpha} -> {new_alpha}; numbers before: {before[1]!r}; after: {after[1]!r}")
+
+
+WIDGET_NOTEBOOKS = [path.name for path in NOTEBOOKS if path.name < "06" or path.name.startswith("11_")]
+
+
+@pytest.mark.parametrize("session", WIDGET_NOTEBOOKS, indirect=True)
 def test_concept_notebook_runs_with_every_widget_shown(session):
-    """Notebooks 00-05 take seconds each: run them all and check every widget output became a live widget."""
+    """Notebooks 00-05 and 11 take seconds each: run them all and check every widget output became a live widget."""
     session.run_all(timeout_s=300)
     explorers = session.notebook.locator(".jp-CodeCell", has=session.page.locator(".jp-InputArea",
                                                                                  has_text="_explorer("))
