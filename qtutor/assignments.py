@@ -137,10 +137,12 @@ def notebooks_in(paths: list[Path]) -> list[Path]:
 def write_course(notebooks: list[Path], course: Path) -> list[Path]:
     """An nbgrader course folder: ``nbgrader_config.py`` and one assignment per notebook, each tagged.
 
-    ``source/<stem>/<stem>.ipynb`` for each notebook; returns the notebooks written.
+    ``source/<stem>/<stem>.ipynb`` for each notebook (replaced: notebooks/ is the source of truth); an
+    existing ``nbgrader_config.py`` is kept, with the instructor's changes. Returns the notebooks written.
     """
     course.mkdir(parents=True, exist_ok=True)
-    (course / "nbgrader_config.py").write_text(COURSE_CONFIG)
+    if not (course / "nbgrader_config.py").exists():
+        (course / "nbgrader_config.py").write_text(COURSE_CONFIG)
     written = []
     for path in notebooks:
         target = course / "source" / path.stem / path.name
