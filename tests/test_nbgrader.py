@@ -133,6 +133,9 @@ def test_autograde_gives_full_points_to_the_solutions_and_zero_to_an_empty_submi
             nbformat.write(version(course, stem), folder / f"{stem}.ipynb")
     exchanged = hand_out_and_collect(course, AUTOGRADED[0], tmp_path)
     nbgrader(course, "autograde", "*", "--force", timeout=900)
+    stem = HIDDEN_IN[0]
+    graded = nbformat.read(course / "autograded" / "solved" / stem / f"{stem}.ipynb", as_version=4)
+    assert "### BEGIN HIDDEN TESTS" in nbformat.writes(graded), "autograde did not run the hidden tests"
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}", "qtutor") as gradebook:
         for stem in AUTOGRADED:
             checks = len(exercises(tagged_source(course, stem)))
