@@ -26,13 +26,13 @@ Introduced for instructors (README, "For instructors"); the student copies of ``
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
 from pathlib import Path
 
 import nbformat
 
+from qtutor.cli import _Parser as OneLineParser  # a bad command line gets one line and exit code 2
 from qtutor.student import BEGIN, source_text
 
 __all__ = ["InputError", "exercises", "grade_id_prefix", "tag_notebook", "tag_file", "write_course", "main"]
@@ -153,7 +153,7 @@ def write_course(notebooks: list[Path], course: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m qtutor.assignments [--check | --course DIR] NOTEBOOK_OR_FOLDER...``; 2 on bad input."""
-    parser = argparse.ArgumentParser(prog="python -m qtutor.assignments", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="python -m qtutor.assignments", description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", type=Path, help="notebooks or folders of notebooks")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--check", action="store_true", help="change nothing; exit 1 if any notebook lacks metadata")

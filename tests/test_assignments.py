@@ -123,3 +123,11 @@ def test_course_folder_has_one_tagged_assignment_per_notebook(tmp_path):
     copy = nbformat.read(tmp_path / "course" / "source" / "04_x" / "04_x.ipynb", 4)
     assert copy.cells[1].metadata["nbgrader"]["grade_id"] == "04-assign_nearest-check"
     assert 'course_id = "qtutor"' in (tmp_path / "course" / "nbgrader_config.py").read_text()
+
+
+@pytest.mark.parametrize("argv", [[], ["--check", "--course", "x", "notebooks"]])
+def test_a_bad_command_line_gets_one_line_and_exit_code_2(capsys, argv):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    error = capsys.readouterr().err
+    assert exit_.value.code == 2 and error.count("\n") == 1 and "error:" in error
