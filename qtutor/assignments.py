@@ -16,7 +16,7 @@ Cells that are not exercises are left as they are, so an instructor's own nbgrad
 
     python -m qtutor.assignments notebooks                   # add the metadata to every notebook, in place
     python -m qtutor.assignments --check notebooks           # exit 1 if any notebook lacks it (changes nothing)
-    python -m qtutor.assignments --course build/course notebooks
+    python -m qtutor.assignments --course course notebooks
         # an nbgrader course folder: nbgrader_config.py and source/<notebook>/<notebook>.ipynb (tagged copies),
         # one assignment per notebook, ready for `nbgrader generate_assignment "*"` (``make assignments``)
 
@@ -44,7 +44,7 @@ COURSE_CONFIG = '''"""nbgrader's configuration for the qtutor course (written by
 c = get_config()  # noqa: F821 (nbgrader provides it)
 c.CourseDirectory.course_id = "qtutor"
 # The course's notebooks import qtutor (installed) and read no files beside them.
-c.ExecutePreprocessor.timeout = 1800  # seconds per cell; the DenseNet notebooks train and calibrate
+c.Execute.timeout = 1800  # seconds per cell when autograding (nbgrader's default, 30, is too short for 06-09)
 '''
 
 
