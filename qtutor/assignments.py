@@ -40,7 +40,7 @@ __all__ = ["InputError", "exercises", "grade_id_prefix", "tag_notebook", "tag_fi
 CHECK_CALL = re.compile(r"\bcheck_(\w+)\s*\(")
 POINTS = 1  # each check is worth one point
 SCHEMA_VERSION = 3  # nbgrader 0.9's cell metadata schema
-COURSE_CONFIG = '''"""nbgrader's configuration for the qtutor course (written by python -m qtutor.assignments --course)."""
+COURSE_CONFIG = '''"""nbgrader's configuration for the qtutor course (from python -m qtutor.assignments --course)."""
 c = get_config()  # noqa: F821 (nbgrader provides it)
 c.CourseDirectory.course_id = "qtutor"
 # The course's notebooks import qtutor (installed) and read no files beside them.

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import subprocess
 import sys
 from pathlib import Path
-
-import re
 
 import nbformat
 import pytest
@@ -142,6 +141,7 @@ def test_autograde_gives_full_points_to_the_solutions_and_zero_to_an_empty_submi
             scores = {student: gradebook.find_submission_notebook(stem, stem, student)
                       for student in [*submitted, *([exchanged] if stem == AUTOGRADED[0] else [])]}
             assert all(notebook.max_score == checks >= 2 for notebook in scores.values())
-            assert scores["unanswered"].score == 0, f"{stem}: an unanswered notebook scored {scores['unanswered'].score}"
+            unanswered = scores["unanswered"].score
+            assert unanswered == 0, f"{stem}: an unanswered notebook scored {unanswered}"
             for student in scores.keys() - {"unanswered"}:
                 assert scores[student].score == checks, f"{stem}: {student}'s solutions scored {scores[student].score}"

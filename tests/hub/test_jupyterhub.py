@@ -323,7 +323,8 @@ def test_each_student_runs_notebook_01_through_the_hub(students, hub):
     for student in students:
         # The server's default URL is JupyterLab.
         landing = student.server("GET", "", allow_redirects=False)
-        assert landing.status_code == 302 and landing.headers["Location"].split("?")[0].endswith(f"/user/{student.name}/lab")
+        target = landing.headers.get("Location", "").split("?")[0]
+        assert landing.status_code == 302 and target.endswith(f"/user/{student.name}/lab"), target
         outputs = student.run_notebook(f"qtutor/notebooks/{NOTEBOOK}")
         errors = [o for cell in outputs for o in cell if o["type"] == "error"]
         assert not errors, f"{student.name}: {errors[0]['ename']}: {errors[0]['evalue']}"
