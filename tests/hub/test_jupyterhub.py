@@ -179,14 +179,15 @@ def hub(tmp_path_factory):
                                cwd=folder, env=environment, stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)
     url = f"http://{LOOPBACK}:{ports['public']}"
-    sampler = MemorySampler(psutil.Process(process.pid))
-    started: list[psutil.Process] = []
+    sampler, started = None, []
     try:
         wait_for(lambda: requests.get(f"{url}/hub/api/", timeout=5).ok, 120, "the hub's API to answer", process)
+        sampler = MemorySampler(psutil.Process(process.pid))
         sampler.start()
         yield url, folder, sampler
     finally:
-        sampler.stopped.set()
+        if sampler is not None:
+            sampler.stopped.set()
         try:
             started = psutil.Process(process.pid).children(recursive=True)
         except psutil.Error:
