@@ -6,25 +6,30 @@ STAMP := $(VENV)/.installed
 # Jupyter refuses to run as root unless told; containers and CI machines often are root.
 LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: lab test e2e bench demo student notebooks clean
+.PHONY: lab test e2e hub bench demo student assignments notebooks clean
 
-# Create the virtual environment and install qtutor with its dev extra (again whenever pyproject.toml changes).
+# Create the virtual environment and install qtutor with its dev and instructor extras (again whenever
+# pyproject.toml changes): the tests run nbgrader and a JupyterHub.
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,instructor]"
 	touch $(STAMP)
 
 lab: $(STAMP)  ## open the course in JupyterLab
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(LAB_ROOT)
 
-test: $(STAMP)  ## unit tests, every notebook under nbval (strict: outputs must match), then the browser test
-	$(PY) -m pytest --doctest-modules -m "not e2e" tests qtutor
+test: $(STAMP)  ## unit tests (nbgrader too), every notebook under nbval (strict), the browser test, the JupyterHub test
+	$(PY) -m pytest --doctest-modules -m "not e2e and not hub" tests qtutor
 	$(PY) -m pytest --nbval notebooks
 	$(PY) -m pytest -m e2e tests/e2e
+	$(PY) -m pytest -m hub tests/hub
 
 e2e: $(STAMP)  ## only the browser test: JupyterLab in headless Chromium (needs `apt-get install chromium`)
 	$(PY) -m pytest -m e2e tests/e2e
+
+hub: $(STAMP)  ## only the JupyterHub test: two students on a local hub (needs `npm install -g configurable-http-proxy`)
+	$(PY) -m pytest -m hub tests/hub
 
 bench: $(STAMP)  ## every benchmark, one at a time (about 45 min: compiling DenseNet takes minutes); tables in benchmarks/results/
 	$(PY) benchmarks/primitives.py
@@ -50,6 +55,13 @@ demo: $(STAMP)  ## the command line end to end on the bundled data: train (copie
 
 student: $(STAMP)  ## student copies of the notebooks, solutions removed, in build/student/
 	$(PY) -m qtutor.student notebooks build/student
+
+# An instructor's nbgrader course folder (git-ignored; it will hold submissions and grades). make clean keeps it.
+COURSE ?= course
+
+assignments: $(STAMP)  ## nbgrader: every notebook tagged into $(COURSE)/source/ and released into $(COURSE)/release/
+	$(PY) -m qtutor.assignments --course $(COURSE) notebooks
+	cd $(COURSE) && PATH="$(abspath $(VENV))/bin:$$PATH" nbgrader generate_assignment "*" --force
 
 notebooks: $(STAMP)  ## re-execute every notebook in place, one at a time, top to bottom (for contributors)
 	for notebook in notebooks/*.ipynb; do \

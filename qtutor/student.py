@@ -3,7 +3,11 @@
 Solutions sit between ``### BEGIN SOLUTION`` and ``### END SOLUTION`` lines
 (the nbgrader convention). Each block becomes ``# YOUR CODE HERE`` and
 ``raise NotImplementedError()`` at the same indentation, so the exercise's check
-cell fails until the learner writes an answer.
+cell fails until the learner writes an answer. An instructor's hidden tests, between
+``### BEGIN HIDDEN TESTS`` and ``### END HIDDEN TESTS``, are removed with their markers.
+The code cells come out as nbgrader's release versions of the same notebooks
+(``nbgrader generate_assignment``; tests/test_nbgrader.py compares them), without
+needing nbgrader, its database or a course folder.
 
     python -m qtutor.student notebooks build/student
 """
@@ -16,29 +20,45 @@ import sys
 from pathlib import Path
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+BEGIN_HIDDEN, END_HIDDEN = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
 
-__all__ = ["strip_source", "student_notebook", "write_student_copies", "main"]
+__all__ = ["source_text", "strip_source", "student_notebook", "write_student_copies", "main"]
 
 
-def strip_source(source: str) -> str:
-    """``source`` with every solution block replaced by a placeholder that raises."""
-    lines, kept, inside = source.splitlines(), [], False
-    for number, line in enumerate(lines, 1):
-        if line.strip() == BEGIN:
+def source_text(cell) -> str:
+    """A cell's source as one string (notebook JSON may hold it as a list of lines)."""
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+def _replace_blocks(source: str, begin: str, end: str, placeholder: list[str]) -> str:
+    """``source`` with every block from a ``begin`` line to an ``end`` line replaced by ``placeholder``.
+
+    The placeholder lines keep the ``begin`` line's indentation; lines are split on newlines only,
+    as nbgrader does, so a trailing newline survives.
+    """
+    kept, inside = [], False
+    for number, line in enumerate(source.split("\n"), 1):
+        if line.strip() == begin:
             if inside:
-                raise ValueError(f"line {number}: {BEGIN} inside another solution block")
+                raise ValueError(f"line {number}: {begin} inside another block")
             inside = True
             indent = re.match(r"\s*", line).group(0)
-            kept += [f"{indent}# YOUR CODE HERE", f"{indent}raise NotImplementedError()"]
-        elif line.strip() == END:
+            kept += [indent + text for text in placeholder]
+        elif line.strip() == end:
             if not inside:
-                raise ValueError(f"line {number}: {END} without {BEGIN}")
+                raise ValueError(f"line {number}: {end} without {begin}")
             inside = False
         elif not inside:
             kept.append(line)
     if inside:
-        raise ValueError(f"{BEGIN} without {END}")
+        raise ValueError(f"{begin} without {end}")
     return "\n".join(kept)
+
+
+def strip_source(source: str) -> str:
+    """``source`` with every solution block replaced by a placeholder that raises, and hidden tests removed."""
+    source = _replace_blocks(source, BEGIN, END, ["# YOUR CODE HERE", "raise NotImplementedError()"])
+    return _replace_blocks(source, BEGIN_HIDDEN, END_HIDDEN, [])
 
 
 def student_notebook(notebook: dict) -> dict:
@@ -47,8 +67,7 @@ def student_notebook(notebook: dict) -> dict:
     for cell in copy["cells"]:
         if cell["cell_type"] != "code":
             continue
-        source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
-        cell["source"] = strip_source(source)
+        cell["source"] = strip_source(source_text(cell))
         cell["outputs"] = []
         cell["execution_count"] = None
     copy.get("metadata", {}).pop("widgets", None)

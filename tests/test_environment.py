@@ -7,6 +7,9 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+# Instructor tools the image built from environment.yml must not carry (environment.yml's header says why).
+NOT_IN_IMAGE = {"jupyterhub", "jupyter-repo2docker"}
+CPU_INDEX = "--extra-index-url https://download.pytorch.org/whl/cpu"
 
 
 def normalise(requirement: str) -> tuple[str, str]:
@@ -17,15 +20,20 @@ def normalise(requirement: str) -> tuple[str, str]:
 
 def pyproject_requirements() -> dict[str, str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    requirements = project["dependencies"] + project["optional-dependencies"]["dev"]
-    return dict(normalise(r) for r in requirements)
+    extras = project["optional-dependencies"]
+    requirements = project["dependencies"] + extras["dev"] + extras["instructor"]
+    return {name: pin for name, pin in map(normalise, requirements) if name not in NOT_IN_IMAGE}
 
 
-def environment_requirements() -> dict[str, str]:
+def pip_section() -> list[str]:
     environment = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip_sections = [d["pip"] for d in environment["dependencies"] if isinstance(d, dict) and "pip" in d]
     assert len(pip_sections) == 1, "environment.yml needs exactly one pip section"
-    return dict(normalise(r) for r in pip_sections[0] if not r.startswith("-e"))
+    return pip_sections[0]
+
+
+def environment_requirements() -> dict[str, str]:
+    return dict(normalise(r) for r in pip_section() if not r.startswith("-"))  # not -e . or index options
 
 
 def test_pins_agree():
@@ -42,3 +50,12 @@ def test_environment_installs_the_package_and_python_311():
     text = (ROOT / "environment.yml").read_text()
     assert re.search(r"^\s*- -e \.", text, re.M), "environment.yml must install qtutor itself"
     assert re.search(r"^\s*- python=3\.11\b", text, re.M)
+
+
+def test_instructor_tools_are_pinned_exactly():
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert all("==" in requirement for requirement in extras["instructor"])
+
+
+def test_environment_takes_cpu_only_torch():
+    assert CPU_INDEX in pip_section(), "without the CPU wheel index, Binder's image gets the ~5 GB CUDA build"

@@ -22,6 +22,11 @@ def test_strip_source_keeps_indentation_and_the_rest():
     assert strip_source(source) == "def f(x):\n    # YOUR CODE HERE\n    raise NotImplementedError()\n\nprint(f)"
 
 
+def test_strip_source_removes_hidden_tests_with_their_markers():
+    source = "check_f(f)\n### BEGIN HIDDEN TESTS\nassert f(2) == 3\n### END HIDDEN TESTS\n"
+    assert strip_source(source) == "check_f(f)\n"
+
+
 @pytest.mark.parametrize("source", [f"{BEGIN}\nx = 1", f"x = 1\n{END}", f"{BEGIN}\n{BEGIN}\n{END}"])
 def test_strip_source_rejects_unbalanced_markers(source):
     with pytest.raises(ValueError):
