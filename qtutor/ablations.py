@@ -1,9 +1,12 @@
-"""The experiments of notebook 06: calibration size and observer, calibration gone wrong, bit widths, mixed precision.
+"""The experiments of notebooks 06 and 08: calibration size and observer, calibration gone wrong, bit widths,
+mixed precision, and QAT against a same-effort control.
 
-Each function runs one sweep over the FX flow of :mod:`qtutor.ptq` and returns
-rows measured with :mod:`qtutor.metrics` against the FP32 model's outputs
-(``reference``): accuracy with its 95% interval, agreement and KL divergence.
-The notebook runs them at a size that fits its time budget.
+Each function runs one sweep over the flows of :mod:`qtutor.ptq` and
+:mod:`qtutor.qat` and returns rows measured with :mod:`qtutor.metrics` against
+the FP32 model's outputs (``reference``): accuracy with its 95% interval,
+agreement and KL divergence. The notebooks run one point of each live;
+``benchmarks/ablations.py`` runs them at full size on 2 cores (about half an
+hour) and the notebooks plot its results.
 """
 
 from __future__ import annotations
@@ -18,11 +21,24 @@ from torch.utils.data import DataLoader, Subset
 from qtutor import metrics, ptq
 from qtutor.data import ImageData, checked_image_folder, image_transform
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "calibration_sweep", "bad_calibrations", "bit_sweep",
-           "mixed_precision_sweep"]
+__all__ = ["RESULTS", "IMAGENET_MEAN", "IMAGENET_STD", "stored_results", "calibration_sweep", "bad_calibrations", "bit_sweep",
+           "mixed_precision_sweep", "qat_comparison"]
+
+# Where benchmarks/ablations.py writes the full-size results that notebooks 06 and 08 plot.
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "ablations.json"
 
 # torchvision's ImageNet statistics: the normalization people copy from tutorials.
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def stored_results() -> dict:
+    """The full-size sweeps ``benchmarks/ablations.py`` measured (its JSON), with the machine and the command."""
+    import json
+
+    if not RESULTS.is_file():
+        raise FileNotFoundError(f"{RESULTS}: missing; it ships with the repository, or rerun "
+                                "python benchmarks/ablations.py (about half an hour on 2 cores)")
+    return json.loads(RESULTS.read_text())
 
 
 def _measured(model, loader, reference: metrics.Outputs) -> dict:
@@ -113,3 +129,31 @@ def mixed_precision_sweep(model, data: ImageData, example_inputs: tuple, ranked_
     for row in rows:
         row["batch 32 ms"] = timings[row["k"]].median
     return rows
+
+
+def qat_comparison(model, data: ImageData, example_inputs: tuple, *, weight_bits: int, activation_bits: int,
+                   images: int, epochs: int = 1, learning_rate: float = 1e-4,
+                   reference: metrics.Outputs) -> dict[str, dict]:
+    """PTQ, FP32 fine-tuning then PTQ (the same effort as QAT), and QAT, all fake-quantized at the given widths.
+
+    Both fine-tuning runs see the same ``images`` training images in the same
+    order, with the same optimizer and learning rate (notebook 08). PTQ ranges
+    are notebook 06's MSE clipping; QAT's are moving averages of min and max.
+    """
+    from qtutor.qat import fine_tune, prepare_qat
+
+    def fine_tuning_images():
+        return data.calibration_loader(batch_size=32, seed=1, subset=images)
+
+    def quantized_after_training(trained):
+        mapping = ptq.fake_quant_mapping(weight_bits, activation_bits, observer="mse")
+        return ptq.simulate(trained, mapping, data.calibration_loader(batch_size=32), example_inputs, batches=8)
+
+    tuned = copy.deepcopy(model)
+    fine_tune(tuned, fine_tuning_images(), epochs=epochs, learning_rate=learning_rate)
+    qat = prepare_qat(model, example_inputs, bits=weight_bits, activation_bits=activation_bits)
+    fine_tune(qat, fine_tuning_images(), epochs=epochs, learning_rate=learning_rate)
+    runs = {"PTQ": quantized_after_training(model), "FP32 fine-tune, then PTQ": quantized_after_training(tuned),
+            "QAT": qat}
+    test = data.test_loader()
+    return {name: _measured(run, test, reference) for name, run in runs.items()}

@@ -197,9 +197,12 @@ class ImageData:
                 self._splits[name], _ = checked_image_folder(self.root / name, self.transform)
         return self._splits[name]
 
-    def test_loader(self, batch_size: int = 100, split: str = "test") -> DataLoader:
-        """The ``test`` split (or another) in its fixed order."""
-        return DataLoader(self.split(split), batch_size=batch_size)
+    def test_loader(self, batch_size: int = 100, split: str = "test", subset=None) -> DataLoader:
+        """The ``test`` split (or another) in its fixed order; ``subset``, a sequence of indices, keeps only those."""
+        dataset = self.split(split)
+        if subset is not None:
+            dataset = torch.utils.data.Subset(dataset, list(subset))
+        return DataLoader(dataset, batch_size=batch_size)
 
     def calibration_loader(self, batch_size: int = 4, seed: int = 0, split: str = "train",
                            subset: int | None = None) -> DataLoader:
