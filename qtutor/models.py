@@ -9,6 +9,7 @@ downloaded here, so the course trains its own ten-class digit classifier at
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -39,6 +40,7 @@ __all__ = [
     "train",
     "train_epoch",
     "course_checkpoint",
+    "layer_outputs",
 ]
 
 COURSE_MODEL = DATA_DIR / "models" / f"densenet121_digits_{COURSE_IMAGE_SIZE}px.pth"
@@ -226,6 +228,41 @@ def course_checkpoint() -> Path:
 def course_model() -> torch.nn.Module:
     """The course's trained ten-class DenseNet-121, FP32, in eval mode."""
     return load_checkpoint(course_checkpoint(), classes_number=10)
+
+
+def layer_outputs(model: torch.nn.Module, names, inputs: torch.Tensor, *,
+                  float64: bool = False) -> dict[str, torch.Tensor]:
+    """What the submodules ``names`` of ``model`` output for ``inputs``: ``{name: tensor}``, without gradients.
+
+    Forward hooks, removed again before returning. Each output is copied the moment its module returns it:
+    torchvision's DenseNet runs its ReLUs in place, so a batch-norm's output (negative values included) would
+    otherwise be overwritten by the ReLU that follows.
+
+    With ``float64``, a float64 copy of the model computes them and they are rounded back to float32: the same
+    bits on every machine and at any thread count. A float32 convolution sums in an order that depends on both,
+    so its outputs differ in their last bits from one setup to the next. Introduced in notebook 01, where the
+    concept notebooks start taking real activations from the course model.
+    """
+    names = [names] if isinstance(names, str) else list(names)
+    if float64:
+        outputs = layer_outputs(copy.deepcopy(model).double(), names, inputs.double())
+        return {name: output.float() for name, output in outputs.items()}
+    modules = dict(model.named_modules())
+    missing = [name for name in names if name not in modules]
+    if missing:
+        raise ValueError(f"no submodule named {missing[0]!r} in {type(model).__name__}: expected a name from "
+                         "model.named_modules(), such as 'features.denseblock1.denselayer1.norm1'")
+    outputs, handles = {}, []
+    for name in names:
+        handles.append(modules[name].register_forward_hook(
+            lambda _module, _inputs, output, name=name: outputs.__setitem__(name, output.detach().clone())))
+    try:
+        with torch.no_grad():
+            model(inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: outputs[name] for name in names}
 
 
 def training_record() -> dict:

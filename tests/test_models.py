@@ -68,3 +68,39 @@ def test_shipped_model_reaches_its_recorded_test_accuracy(data):
 def test_build_densenet_has_the_requested_classifier():
     model = build_densenet(7)
     assert model.classifier.out_features == 7 and model.classifier.in_features == 1024
+
+
+def test_layer_outputs_copies_each_output_before_an_in_place_relu_overwrites_it():
+    from qtutor.models import layer_outputs
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(inplace=True), torch.nn.Linear(8, 2)).eval()
+    inputs = torch.randn(16, 4, generator=torch.Generator().manual_seed(0))
+    outputs = layer_outputs(model, ["0", "1"], inputs)
+    assert list(outputs) == ["0", "1"]
+    assert torch.equal(outputs["0"], model[0](inputs)) and (outputs["0"] < 0).any()  # not overwritten by the ReLU
+    assert torch.equal(outputs["1"], outputs["0"].relu()) and not outputs["0"].requires_grad
+    assert not model[0]._forward_hooks and not model[1]._forward_hooks  # hooks removed again
+    assert torch.equal(layer_outputs(model, "2", inputs)["2"], model(inputs).detach())
+    with pytest.raises(ValueError, match="no submodule named 'conv9'"):
+        layer_outputs(model, ["0", "conv9"], inputs)
+
+
+def test_layer_outputs_in_float64_are_float32_tensors_that_do_not_depend_on_the_thread_count():
+    from qtutor.models import layer_outputs
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.BatchNorm2d(16), torch.nn.ReLU(inplace=True),
+                                torch.nn.Conv2d(16, 8, 3)).eval()
+    inputs = torch.randn(4, 3, 20, 20)
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            results.append(layer_outputs(model, ["1", "3"], inputs, float64=True))
+    finally:
+        torch.set_num_threads(threads)
+    for name in ("1", "3"):
+        assert results[0][name].dtype == torch.float32 and torch.equal(results[0][name], results[1][name])
+        assert torch.allclose(results[0][name], layer_outputs(model, name, inputs)[name], atol=1e-5)
+    assert next(model.parameters()).dtype == torch.float32  # the model itself is left in float32
