@@ -74,8 +74,7 @@ def run(sizes: dict) -> dict:
                                                             observers=sizes["observers"], reference=reference)]
     print("layer sensitivity and mixed precision", flush=True)
     sensitivity = metrics.layer_sensitivity(fp32, example, [data.batch(64, split="train")], data.batch(32))
-    modules = dict(fp32.named_modules())
-    ranked = [r["layer"] for r in sorted(sensitivity, key=lambda r: r["sqnr_db"]) if r["layer"] in modules]
+    ranked = ablations.weakest_weighted_layers(fp32, sensitivity)
     results["sensitivity"] = sensitivity
     with tempfile.TemporaryDirectory() as folder:
         results["mixed"] = [dict(_row(r), layers=ranked[:r["k"]]) for r in ablations.mixed_precision_sweep(
@@ -110,7 +109,7 @@ def markdown(info: dict, results: dict, sizes: dict) -> str:
     lines += table(results["bits"], ["weight_bits", "activation_bits", "observer", "accuracy", "accuracy low",
                                      "accuracy high", "agreement", "KL"], estimate)
     lines += ["## Mixed precision: the k layers with the lowest own SQNR kept in FP32", ""]
-    lines += table(results["mixed"], ["k", "accuracy", "agreement", "KL", "file MB", "batch 32 ms"],
+    lines += table(results["mixed"], ["k", "kept in FP32", "accuracy", "agreement", "KL", "file MB", "batch 32 ms"],
                    estimate | {"file MB": ".2f", "batch 32 ms": ".1f"})
     lines += ["## QAT against PTQ after the same fine-tuning", ""]
     lines += table(results["qat"], ["weight bits", "activation bits", "model", "accuracy", "accuracy low",

@@ -22,7 +22,7 @@ from qtutor import metrics, ptq
 from qtutor.data import ImageData, checked_image_folder, image_transform
 
 __all__ = ["RESULTS", "IMAGENET_MEAN", "IMAGENET_STD", "stored_results", "calibration_sweep", "bad_calibrations", "bit_sweep",
-           "mixed_precision_sweep", "qat_comparison"]
+           "weakest_weighted_layers", "mixed_precision_sweep", "qat_comparison"]
 
 # Where benchmarks/ablations.py writes the full-size results that notebooks 06 and 08 plot.
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "ablations.json"
@@ -108,12 +108,24 @@ def bit_sweep(model, data: ImageData, example_inputs: tuple, *, widths, observer
     return rows
 
 
+def weakest_weighted_layers(model: torch.nn.Module, sensitivity: list[dict]) -> list[str]:
+    """The convolutions and linear layers of ``model``, lowest own SQNR first (rows of ``metrics.layer_sensitivity``).
+
+    Only layers with weights: ``set_module_name(name, None)`` keeps those in
+    FP32, while a fused BatchNorm + ReLU is converted to INT8 anyway.
+    """
+    modules = dict(model.named_modules())
+    weighted = [r for r in sensitivity if isinstance(modules.get(r["layer"]), (torch.nn.Conv2d, torch.nn.Linear))]
+    return [r["layer"] for r in sorted(weighted, key=lambda r: r["sqnr_db"])]
+
+
 def mixed_precision_sweep(model, data: ImageData, example_inputs: tuple, ranked_layers: list[str], *, ks,
                           reference: metrics.Outputs, folder: Path, repeats: int = 5) -> list[dict]:
     """Real INT8 models that keep the first ``k`` of ``ranked_layers`` in FP32, for each ``k`` in ``ks``.
 
     Each is calibrated like the x86 default flow, saved as TorchScript in
-    ``folder`` (file size) and timed at batch 32 in turns with the others.
+    ``folder`` (file size) and timed at batch 32 in turns with the others;
+    ``kept in FP32`` counts the layers that really stayed in float.
     """
     rows, models, test = [], {}, data.test_loader()
     for k in ks:
@@ -121,9 +133,11 @@ def mixed_precision_sweep(model, data: ImageData, example_inputs: tuple, ranked_
         converted = ptq.quantize_fx(model, data.calibration_loader(), example_inputs, progress=False,
                                     qconfig_mapping=mapping)
         path = Path(folder) / f"mixed_{k}.pt"
+        kept = ptq.float_modules(converted, ranked_layers[:k])
         ptq.save_torchscript(converted, path)
         models[k] = ptq.load_torchscript(path)
-        rows.append({"k": k, "file MB": metrics.file_size_mb(path), **_measured(models[k], test, reference)})
+        rows.append({"k": k, "kept in FP32": len(kept), "file MB": metrics.file_size_mb(path),
+                     **_measured(models[k], test, reference)})
     batch = data.batch(32)
     timings = metrics.time_in_turns({k: (lambda m=m: m(batch)) for k, m in models.items()}, repeats=repeats)
     for row in rows:

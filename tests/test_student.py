@@ -10,11 +10,13 @@ from nbclient import NotebookClient
 from qtutor.student import BEGIN, END, strip_source, student_notebook, write_student_copies
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
-# Notebooks 00-05 each have at least two exercises (issue 3); a student copy is executed only where solutions exist.
 CONCEPT_NOTEBOOKS = [p for p in NOTEBOOKS if p.name[:2] in {"00", "01", "02", "03", "04", "05"}]
-# Notebook 11 (large models, issue 15) has exercises too.
-EXERCISE_NOTEBOOKS = CONCEPT_NOTEBOOKS + [p for p in NOTEBOOKS if p.name.startswith("11_")]
+# Every notebook has at least two exercises, but notebook 10 (deployment) which has one.
+EXERCISE_NOTEBOOKS = [p for p in NOTEBOOKS if not p.name.startswith("10_")]
 WITH_EXERCISES = [p for p in NOTEBOOKS if BEGIN in p.read_text()]
+# Student copies are executed where that takes seconds (00-05, 11). Running 06-10 again would double the test run
+# (minutes each); their checks are fed right, wrong and missing answers directly in tests/test_checks.py.
+EXECUTED = [p for p in WITH_EXERCISES if p in CONCEPT_NOTEBOOKS or p.name.startswith("11_")]
 
 
 def test_strip_source_keeps_indentation_and_the_rest():
@@ -47,9 +49,8 @@ def test_the_six_concept_notebooks_are_there():
     assert len(CONCEPT_NOTEBOOKS) == 6
 
 
-def test_notebook_11_is_among_those_with_exercises():
-    assert [p.name for p in EXERCISE_NOTEBOOKS if p.name.startswith("11_")] == ["11_large_models.ipynb"]
-    assert EXERCISE_NOTEBOOKS[-1] in WITH_EXERCISES
+def test_every_notebook_with_exercises_is_stripped_or_executed():
+    assert set(EXERCISE_NOTEBOOKS) <= set(WITH_EXERCISES) and "11_large_models.ipynb" in {p.name for p in EXECUTED}
 
 
 @pytest.mark.parametrize("path", EXERCISE_NOTEBOOKS, ids=[p.stem for p in EXERCISE_NOTEBOOKS])
@@ -64,13 +65,18 @@ def test_every_notebook_has_two_exercises_with_checks(path):
 
 
 @pytest.mark.parametrize("path", WITH_EXERCISES, ids=[p.stem for p in WITH_EXERCISES])
-def test_student_copy_has_no_solutions_and_its_checks_fail(path, tmp_path):
+def test_student_copy_has_no_solutions_and_no_outputs(path):
     original = json.loads(path.read_text())
     notebook = student_notebook(original)
     text = json.dumps(notebook)
-    assert "BEGIN SOLUTION" not in text and "raise NotImplementedError()" in text
+    assert "BEGIN SOLUTION" not in text and text.count("raise NotImplementedError()") >= len(exercise_cells(original))
     assert all(not c.get("outputs") for c in notebook["cells"] if c["cell_type"] == "code")
-    node = nbformat.from_dict(notebook)
+
+
+@pytest.mark.parametrize("path", EXECUTED, ids=[p.stem for p in EXECUTED])
+def test_student_copy_runs_and_only_its_checks_fail(path, tmp_path):
+    original = json.loads(path.read_text())
+    node = nbformat.from_dict(student_notebook(original))
     NotebookClient(node, timeout=300, kernel_name="python3", allow_errors=True,
                    resources={"metadata": {"path": str(path.parent)}}).execute()
     errors = {i for i, cell in enumerate(node.cells) if cell.cell_type == "code"
