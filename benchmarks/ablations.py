@@ -32,9 +32,9 @@ from qtutor.models import course_model
 from qtutor.report import format_table
 
 FULL = dict(counts=(4, 16, 64, 256, 1024, 3500), seeds=(0, 1, 2), bad_images=256,
-            widths=((8, 8), (6, 6), (5, 5), (4, 8), (8, 4), (4, 6), (6, 4), (4, 4), (3, 8)),
+            widths=((8, 8), (6, 6), (4, 8), (8, 4), (4, 6), (6, 4), (4, 4)),
             observers=("minmax", "histogram", "mse"), ks=(0, 1, 2, 4, 8, 16), qat_widths=((4, 4), (4, 8)),
-            qat_images=3500, qat_epochs=2)
+            qat_images=3500, qat_epochs=1)
 QUICK = dict(counts=(4, 32), seeds=(0,), bad_images=32, widths=((8, 8), (4, 4)), observers=("minmax", "mse"),
              ks=(0, 1), qat_widths=((4, 4),), qat_images=64, qat_epochs=1)
 
