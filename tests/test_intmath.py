@@ -62,6 +62,21 @@ def test_int_conv2d_matches_qnnpack(per_channel, stride, padding):
             assert got.equal(expected)
 
 
+@pytest.mark.parametrize("dilation,padding", [(2, 0), (2, 2), ((1, 3), (0, 3))])
+def test_int_conv2d_with_dilation_matches_qnnpack(dilation, padding):
+    generator = torch.Generator().manual_seed(8)
+    with quantized_engine("qnnpack"):
+        conv = nnq.Conv2d(4, 6, 3, padding=padding, dilation=dilation)
+        conv.set_weight_bias(quantized_weight((6, 4, 3, 3), True, generator), torch.randn(6, generator=generator) * 0.1)
+        conv.scale, conv.zero_point = 0.07, 64
+        x_q = torch.quantize_per_tensor(torch.randn(2, 4, 11, 13, generator=generator), 0.03, 120, torch.quint8)
+        expected = conv(x_q).int_repr()
+    p = module_params(conv, 0.03)
+    got = int_conv2d(x_q.int_repr(), 120, p["w_q"], p["w_zero_point"], p["bias_q"], p["multiplier"],
+                     p["y_zero_point"], padding=padding, dilation=dilation)
+    assert got.shape == expected.shape and got.equal(expected)
+
+
 def test_fixed_point_multiplier_is_exact():
     multipliers = torch.rand(1000, generator=torch.Generator().manual_seed(3)) * 4 + 1e-4
     m0, shift = fixed_point_multiplier(multipliers)
