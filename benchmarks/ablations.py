@@ -29,7 +29,7 @@ from qtutor import ablations, metrics
 from qtutor.course import quiet_deprecations
 from qtutor.data import course_data
 from qtutor.models import course_model
-from qtutor.report import format_table
+from qtutor.tables import text_table
 
 FULL = dict(counts=(4, 16, 64, 256, 1024, 3500), seeds=(0, 1, 2), bad_images=256,
             widths=((8, 8), (6, 6), (5, 5), (4, 8), (8, 4), (4, 6), (6, 4), (4, 4), (3, 8)),
@@ -93,7 +93,7 @@ def run(sizes: dict) -> dict:
 def markdown(info: dict, results: dict, sizes: dict) -> str:
     """The results as a Markdown page, one table per sweep."""
     def table(rows, columns, formats):
-        return ["```", format_table([{c: r.get(c, "-") for c in columns} for r in rows], formats), "```", ""]
+        return ["```", text_table([{c: r.get(c, "-") for c in columns} for r in rows], formats), "```", ""]
 
     estimate = {"accuracy": ".4f", "accuracy low": ".4f", "accuracy high": ".4f", "agreement": ".4f", "KL": ".2e"}
     lines = ["# Notebooks 06 and 08 at full size", "", f"Machine: {describe(info)}.", f"Command: `{command_line()}`",

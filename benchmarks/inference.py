@@ -39,10 +39,11 @@ from qtutor import pt2e, ptq
 from qtutor.course import quiet_deprecations
 from qtutor.data import COURSE_IMAGE_SIZE, course_data
 from qtutor.hardware import cpu_flags
-from qtutor.metrics import compare, file_size_mb, predict, time_in_turns
+from qtutor.files import file_size_mb
+from qtutor.metrics import compare, predict, time_in_turns
 from qtutor.models import build_densenet, course_model
 from qtutor.precision import CastInputs
-from qtutor.report import format_table
+from qtutor.tables import text_table
 
 VARIANTS = ["fp32", "fp32_compiled", "fx_int8", "pt2e_int8_compiled", "bf16", "fp16"]
 FILE_COLUMNS = ["size", "variant", "file", "file MB", "build s", "size vs fp32", "accuracy", "accuracy low",
@@ -185,11 +186,11 @@ def markdown(info: dict, latency: list[dict], files: list[dict], origins: dict, 
              "same run. `first call s` includes compilation for the compiled variants.", ""]
     lines += [f"- {size}px model: {origin}" for size, origin in origins.items()]
     lines += [f"- skipped {name}: {why}" for name, why in skipped.items()]
-    lines += ["", "```", format_table(latency, {"median ms": ".2f", "IQR ms": ".2f", "first call s": ".1f",
+    lines += ["", "```", text_table(latency, {"median ms": ".2f", "IQR ms": ".2f", "first call s": ".1f",
                                                 "speed-up vs fp32": ".2f"}), "```", "",
               "Files and accuracy (bundled test split, 1,000 images, with the 95% interval; agreement and KL "
               "against FP32; `build s` = quantizing/saving, not compiling):",
-              "", "```", format_table([{k: r.get(k, "-") for k in FILE_COLUMNS} for r in files], {
+              "", "```", text_table([{k: r.get(k, "-") for k in FILE_COLUMNS} for r in files], {
                   "file MB": ".2f", "build s": ".1f", "accuracy": ".4f", "accuracy low": ".4f",
                   "accuracy high": ".4f", "agreement": ".4f", "KL": ".2e", "size vs fp32": ".2f",
                   "accuracy - fp32 (pp)": "+.1f"}), "```",

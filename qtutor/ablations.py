@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from qtutor import metrics, ptq
+from qtutor.files import file_size_mb
 from qtutor.data import ImageData, checked_image_folder, image_transform
 
 __all__ = ["RESULTS", "IMAGENET_MEAN", "IMAGENET_STD", "stored_results", "calibration_sweep", "bad_calibrations", "bit_sweep",
@@ -136,7 +137,7 @@ def mixed_precision_sweep(model, data: ImageData, example_inputs: tuple, ranked_
         kept = ptq.float_modules(converted, ranked_layers[:k])
         ptq.save_torchscript(converted, path)
         models[k] = ptq.load_torchscript(path)
-        rows.append({"k": k, "kept in FP32": len(kept), "file MB": metrics.file_size_mb(path),
+        rows.append({"k": k, "kept in FP32": len(kept), "file MB": file_size_mb(path),
                      **_measured(models[k], test, reference)})
     batch = data.batch(32)
     timings = metrics.time_in_turns({k: (lambda m=m: m(batch)) for k, m in models.items()}, repeats=repeats)

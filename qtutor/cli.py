@@ -164,7 +164,7 @@ def task_quantize(args) -> None:
     from torch.utils.data import DataLoader
 
     from qtutor.data import ORIGINAL_CROP
-    from qtutor.metrics import file_size_mb
+    from qtutor.files import file_size_mb
     from qtutor.models import load_checkpoint
     from qtutor.ptq import quantize_fx, save_torchscript
 
@@ -249,7 +249,8 @@ def task_train(args) -> None:
     import torch
 
     from qtutor.data import COURSE_IMAGE_SIZE, DIGITS_DIR, bundled_stats
-    from qtutor.models import Recipe, course_checkpoint, save_atomically, train, training_record
+    from qtutor.files import save_atomically
+    from qtutor.models import Recipe, course_checkpoint, train, training_record
 
     _require(args, "dst_model")
     destination = _output_path(args.dst_model)
@@ -283,9 +284,10 @@ def task_evaluate(args) -> None:
     from torch.utils.data import DataLoader
 
     from qtutor.data import ORIGINAL_CROP
-    from qtutor.metrics import compare, file_size_mb, predict, time_in_turns, timing_note
+    from qtutor.files import file_size_mb
+    from qtutor.metrics import compare, predict, time_in_turns, timing_note
     from qtutor.models import load_checkpoint
-    from qtutor.report import format_table
+    from qtutor.tables import text_table
 
     _require(args, "src_model", "dst_model", "dataset_path")
     mean, std = _statistics(args)
@@ -308,7 +310,7 @@ def task_evaluate(args) -> None:
                      "batch 1 ms": timings[name].median})
     fp32_row, int8_row = rows
     print(f"{len(dataset)} images in {root / split}, {size}x{size}; agreement and KL (nats) against FP32")
-    print(format_table(rows, {"KL": ".2e", "size MB": ".2f", "batch 1 ms": ".2f"}))
+    print(text_table(rows, {"KL": ".2e", "size MB": ".2f", "batch 1 ms": ".2f"}))
     print(f"INT8/FP32: size {int8_row['size MB'] / fp32_row['size MB']:.2f}x, batch 1 latency "
           f"{int8_row['batch 1 ms'] / fp32_row['batch 1 ms']:.2f}x ({timing_note()})")
 

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
 import random
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +33,6 @@ __all__ = [
     "training_record",
     "build_densenet",
     "load_checkpoint",
-    "save_atomically",
     "evaluate",
     "train",
     "train_epoch",
@@ -86,22 +83,6 @@ def load_checkpoint(path, classes_number: int = 2, *, builder=build_densenet) ->
         kind = "DenseNet-121" if builder is build_densenet else type(model).__name__
         raise InputError(f"model file {path}: not a {kind} state_dict ({first[:160]})") from None
     return model.eval()
-
-
-def save_atomically(save, path) -> None:
-    """Call ``save(temporary_path)`` then rename it to ``path``: a failure leaves nothing half-written."""
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes it private (0600); a saved model is an ordinary file
-    try:
-        save(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 @torch.no_grad()

@@ -22,7 +22,7 @@ from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx, prepare_qa
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from qtutor.models import save_atomically
+from qtutor.files import save_atomically
 
 __all__ = [
     "prepare",

@@ -169,11 +169,3 @@ def test_layer_figure_and_explorer(flow):
     assert box.last_stats != before[0] and box.children[-2].value != before[1]
     with pytest.raises(ValueError, match="layer='nope'"):
         layer_figure(activations, layers, layer="nope")
-
-
-def test_format_table():
-    from qtutor.report import format_table
-
-    table = format_table([{"model": "FP32", "accuracy": 0.996}, {"model": "INT8", "accuracy": "-"}],
-                         {"accuracy": ".1%"})
-    assert table.splitlines() == ["model  accuracy", "-----  --------", "FP32      99.6%", "INT8          -"]
