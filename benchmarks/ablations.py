@@ -26,7 +26,7 @@ import torch
 
 from common import RESULTS, command_line, describe, machine, write_results
 from qtutor import ablations, metrics
-from qtutor.course import quiet_deprecations
+from qtutor.session import quiet_deprecations
 from qtutor.data import course_data
 from qtutor.models import course_model
 from qtutor.tables import text_table

@@ -28,7 +28,6 @@ import argparse
 import copy
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import torch
@@ -36,7 +35,7 @@ from torch.utils.data import DataLoader
 
 from common import RESULTS, command_line, describe, machine, timing_row, write_results
 from qtutor import pt2e, ptq
-from qtutor.course import quiet_deprecations
+from qtutor.session import quiet_deprecations
 from qtutor.data import COURSE_IMAGE_SIZE, course_data
 from qtutor.hardware import cpu_flags
 from qtutor.files import file_size_mb
@@ -210,8 +209,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    warnings.filterwarnings("ignore")  # deprecation notes of torch.ao, torch.jit and torch.export
-    quiet_deprecations()  # and torch's logged note when torchao is imported
+    quiet_deprecations()  # the course's targeted filters, and torch's logged note when torchao is imported
     names, skipped = available(args.variants)
     latency, files, origins = [], [], {}
     with tempfile.TemporaryDirectory() as temporary:

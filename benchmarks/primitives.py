@@ -17,7 +17,7 @@ import torchvision
 
 from common import RESULTS, command_line, describe, machine, write_results
 from qtutor import dequantize, fake_quantize, qparams, quantize
-from qtutor.course import quiet_deprecations
+from qtutor.session import quiet_deprecations
 from qtutor.metrics import time_in_turns
 from qtutor.nonuniform import kmeans_codebook, log_fake_quantize
 from qtutor.tables import text_table

@@ -14,7 +14,6 @@ import argparse
 import os
 import shutil
 import sys
-import warnings
 from pathlib import Path
 
 EXAMPLES = """examples (the bundled digits, ten classes; use your own paths, statistics and class count):
@@ -150,9 +149,7 @@ def _image_folder(folder, transform):
     """An ImageFolder that skips unreadable images, saying how many it skipped."""
     from qtutor.data import checked_image_folder
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        dataset, skipped = checked_image_folder(folder, transform)
+    dataset, skipped = checked_image_folder(folder, transform)
     if skipped:
         print(f"warning: skipped {skipped} unreadable image(s) in {folder}", file=sys.stderr)
     return dataset
@@ -323,11 +320,12 @@ def main(argv: list[str] | None = None) -> int:
     from qtutor.data import InputError
 
     args = build_parser().parse_args(argv)
+    from qtutor.session import quietly  # (after parsing: --help and a bad command line need no torch)
+
     try:
         if args.image_size is not None:
             _positive(args.image_size, "image_size")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quietly():
             TASKS[args.task](args)
     except InputError as error:
         print(f"qtutor: error: {error}", file=sys.stderr)

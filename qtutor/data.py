@@ -11,7 +11,6 @@ from __future__ import annotations
 import ast
 import json
 import math
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -144,6 +143,7 @@ def _readable(path: str) -> bool:
 def checked_image_folder(root, transform) -> tuple[datasets.ImageFolder, int]:
     """An ``ImageFolder`` over ``root`` without the images that cannot be opened; returns it and how many were skipped.
 
+    The caller reports the skipped images as it sees fit (the command line prints a warning line).
     Raises :class:`InputError` if ``root`` is missing or holds no readable image.
     """
     root = Path(root)
@@ -158,8 +158,6 @@ def checked_image_folder(root, transform) -> tuple[datasets.ImageFolder, int]:
     skipped = len(dataset.samples) - len(readable)
     if not readable:
         raise InputError(f"dataset folder {root}: none of its {skipped} image files can be opened")
-    if skipped:
-        warnings.warn(f"skipped {skipped} unreadable image(s) in {root}", stacklevel=2)
     dataset.samples = dataset.imgs = readable
     dataset.targets = [target for _, target in readable]
     return dataset, skipped
@@ -192,9 +190,7 @@ class ImageData:
     def split(self, name: str) -> datasets.ImageFolder:
         """The ``name`` split (train, val or test), preprocessed; unreadable images skipped. Built once."""
         if name not in self._splits:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # a skipped image is reported by checked_image_folder's caller
-                self._splits[name], _ = checked_image_folder(self.root / name, self.transform)
+            self._splits[name], _ = checked_image_folder(self.root / name, self.transform)
         return self._splits[name]
 
     def test_loader(self, batch_size: int = 100, split: str = "test", subset=None) -> DataLoader:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import torchvision
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from qtutor.session import seed_everything
 from qtutor.data import (COURSE_IMAGE_SIZE, DATA_DIR, InputError, bundled_stats, checked_image_folder,
                          image_transform)
 
@@ -120,12 +120,6 @@ def train_epoch(model: torch.nn.Module, loader: DataLoader, optimizer, *, schedu
     return running / seen
 
 
-def _seed_everything(seed: int) -> torch.Generator:
-    random.seed(seed)
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
-
-
 @dataclass(frozen=True)
 class Recipe:
     """How the course model is trained: AdamW with a one-cycle (cosine) learning rate, light augmentation.
@@ -168,7 +162,7 @@ def train(dataset_path, *, image_size: int = COURSE_IMAGE_SIZE, recipe: Recipe =
     """
     if mean is None or std is None:
         mean, std = bundled_stats()
-    generator = _seed_everything(recipe.seed)
+    generator = seed_everything(recipe.seed)
     train_set, _ = checked_image_folder(Path(dataset_path) / "train",
                                         image_transform(mean, std, image_size, augment=recipe.augment))
     val_set, _ = checked_image_folder(Path(dataset_path) / "val", image_transform(mean, std, image_size))

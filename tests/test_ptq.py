@@ -8,28 +8,10 @@ from qtutor import ptq
 from qtutor.widgets import layer_explorer, layer_figure
 
 
-class TinyDense(torch.nn.Module):
-    """A stem, one 'dense layer' whose output is concatenated with its input, and a classifier."""
-
-    def __init__(self):
-        super().__init__()
-        self.stem = torch.nn.Conv2d(3, 4, 3, padding=1)
-        self.relu = torch.nn.ReLU()
-        self.layer = torch.nn.Conv2d(4, 4, 3, padding=1)
-        self.pool = torch.nn.AdaptiveAvgPool2d(1)
-        self.classifier = torch.nn.Linear(8, 2)
-
-    def forward(self, x):
-        x = self.relu(self.stem(x))
-        x = torch.cat([x, self.layer(x)], 1)
-        return self.classifier(torch.flatten(self.pool(x), 1))
-
-
 @pytest.fixture(scope="module")
-def flow():
-    torch.manual_seed(0)
-    model = TinyDense().eval()
-    images = torch.randn(32, 3, 8, 8)
+def flow(tiny_dense):
+    model = tiny_dense()  # conftest's TinyDense: a conv, a dense layer concatenated with its input, a classifier
+    images = torch.randn(32, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     loader = DataLoader(TensorDataset(images, torch.zeros(32, dtype=torch.long)), batch_size=4)
     example = (images[:1],)
     prepared = ptq.prepare(model, example)
