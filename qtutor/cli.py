@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -67,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _require(args, *names):
-    from qtutor.data import InputError
+    from qtutor.errors import InputError
 
     for name in names:
         if getattr(args, name) is None:
@@ -75,7 +76,7 @@ def _require(args, *names):
 
 
 def _positive(value, name):
-    from qtutor.data import InputError
+    from qtutor.errors import InputError
 
     if value is not None and value < 1:
         raise InputError(f"--{name} {value}: expected a whole number of at least 1")
@@ -83,7 +84,7 @@ def _positive(value, name):
 
 def _output_path(path, *, source=None) -> Path:
     """Check that ``path`` can be written: its folder exists and it is not the source file."""
-    from qtutor.data import InputError
+    from qtutor.errors import InputError
 
     path = Path(path)
     if not path.parent.resolve().is_dir():
@@ -100,11 +101,11 @@ def _statistics(args):
     from qtutor.data import parse_triple
 
     _require(args, "mean", "std")
-    return parse_triple(args.mean, "--mean"), parse_triple(args.std, "--std", nonzero=True)
+    return parse_triple(args.mean, "mean"), parse_triple(args.std, "std", nonzero=True)
 
 
 def _dataset_root(args) -> Path:
-    from qtutor.data import InputError
+    from qtutor.errors import InputError
 
     root = Path(args.dataset_path)
     if not root.is_dir():
@@ -186,7 +187,7 @@ def task_quantize(args) -> None:
 
 
 def _load_int8(path):
-    from qtutor.data import InputError
+    from qtutor.errors import InputError
     from qtutor.ptq import load_torchscript
 
     if not Path(path).is_file():
@@ -202,7 +203,8 @@ def task_predict(args) -> None:
     """Classify every image under --images_path: ``name<TAB>class_name<TAB>probability``."""
     import torch
 
-    from qtutor.data import ORIGINAL_CROP, InputError, image_files, load_rgb, read_labels
+    from qtutor.data import ORIGINAL_CROP, image_files, load_rgb, read_labels
+    from qtutor.errors import InputError
 
     _require(args, "dst_model", "labels_file", "images_path")
     mean, std = _statistics(args)
@@ -315,11 +317,22 @@ def task_evaluate(args) -> None:
 TASKS = {"quantize": task_quantize, "predict": task_predict, "train": task_train, "evaluate": task_evaluate}
 
 
+def _as_flags(message: str, parser: argparse.ArgumentParser) -> str:
+    """An InputError's ``name=value`` for one of the command line's flags, written as the flag: ``--name value``.
+
+    qtutor.data and qtutor.models name a bad setting as a notebook caller passed it (``classes_number=3``);
+    here the person typed ``--classes_number 3``.
+    """
+    flags = "|".join(action.dest for action in parser._actions if action.option_strings)
+    return re.sub(rf"(?<![\w-])({flags})=", r"--\1 ", message)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (2 for bad input, with one line on stderr)."""
-    from qtutor.data import InputError
+    from qtutor.errors import InputError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     from qtutor.session import quietly  # (after parsing: --help and a bad command line need no torch)
 
     try:
@@ -328,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         with quietly():
             TASKS[args.task](args)
     except InputError as error:
-        print(f"qtutor: error: {error}", file=sys.stderr)
+        print(f"qtutor: error: {_as_flags(str(error), parser)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("qtutor: interrupted", file=sys.stderr)

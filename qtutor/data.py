@@ -19,11 +19,12 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
+from qtutor.errors import InputError
+
 __all__ = [
     "DATA_DIR",
     "DIGITS_DIR",
     "ORIGINAL_CROP",
-    "InputError",
     "bundled_stats",
     "parse_triple",
     "read_labels",
@@ -42,10 +43,6 @@ ORIGINAL_CROP = 224  # the original script's CenterCrop(224), with no resize
 COURSE_IMAGE_SIZE = 64  # the bundled 28x28 digits are resized to 64x64 for the course's DenseNet-121
 
 
-class InputError(ValueError):
-    """Bad input from a user: the message names the bad value and what was expected."""
-
-
 def bundled_stats() -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The bundled training set's per-channel ``(mean, std)``."""
     stats = json.loads((DIGITS_DIR / "stats.json").read_text())
@@ -53,7 +50,7 @@ def bundled_stats() -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 
 def parse_triple(text: str, name: str, *, nonzero: bool = False) -> tuple[float, float, float]:
-    """Parse ``--mean``/``--std`` text such as ``"(0.485, 0.456, 0.406)"`` as a Python literal.
+    """Parse text such as ``"(0.485, 0.456, 0.406)"`` (the ``mean`` or ``std``, named ``name``) as a Python literal.
 
     Like the original script, it accepts a tuple literal; it also insists on
     exactly three finite numbers (one per RGB channel), and none zero when
@@ -62,13 +59,13 @@ def parse_triple(text: str, name: str, *, nonzero: bool = False) -> tuple[float,
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        raise InputError(f"{name} {text!r}: expected a tuple of three numbers such as "
+        raise InputError(f"{name}={text!r}: expected a tuple of three numbers such as "
                          f"\"(0.485, 0.456, 0.406)\"") from None
     if not isinstance(value, (tuple, list)) or len(value) != 3 or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
-        raise InputError(f"{name} {text!r}: expected a tuple of three numbers such as \"(0.485, 0.456, 0.406)\"")
+        raise InputError(f"{name}={text!r}: expected a tuple of three numbers such as \"(0.485, 0.456, 0.406)\"")
     if nonzero and any(v == 0 for v in value):
-        raise InputError(f"{name} {text!r}: expected three non-zero numbers (Normalize divides by them)")
+        raise InputError(f"{name}={text!r}: expected three non-zero numbers (Normalize divides by them)")
     return tuple(float(v) for v in value)
 
 

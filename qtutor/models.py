@@ -21,9 +21,9 @@ import torchvision
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from qtutor.session import seed_everything
-from qtutor.data import (COURSE_IMAGE_SIZE, DATA_DIR, InputError, bundled_stats, checked_image_folder,
-                         image_transform)
+from qtutor.data import COURSE_IMAGE_SIZE, DATA_DIR, bundled_stats, checked_image_folder, image_transform
+from qtutor.errors import InputError
+from qtutor.session import quietly, seed_everything
 
 __all__ = [
     "COURSE_MODEL",
@@ -62,7 +62,8 @@ def load_checkpoint(path, classes_number: int = 2, *, builder=build_densenet) ->
     if not path.is_file():
         raise InputError(f"model file {path}: does not exist; expected a DenseNet-121 state_dict (.pth)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with quietly("Detected pickle protocol"):  # torch's note on files saved with another pickle protocol
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for unsafe or corrupt files
         found = re.search(r"GLOBAL ([\w.]+)", str(error))
         reason = (f"it holds code or objects that weights_only loading refuses ({found.group(1)})" if found
@@ -73,8 +74,8 @@ def load_checkpoint(path, classes_number: int = 2, *, builder=build_densenet) ->
         raise InputError(f"model file {path}: holds a {type(state).__name__}, not a state_dict of tensors")
     weight = state.get("classifier.weight")
     if weight is not None and weight.shape[0] != classes_number:
-        raise InputError(f"model file {path}: its classifier has {weight.shape[0]} outputs but --classes_number is "
-                         f"{classes_number}; expected them to match")
+        raise InputError(f"model file {path}: its classifier has {weight.shape[0]} outputs but "
+                         f"classes_number={classes_number}; expected them to match")
     model = builder(classes_number)
     try:
         model.load_state_dict(state)
@@ -167,8 +168,8 @@ def train(dataset_path, *, image_size: int = COURSE_IMAGE_SIZE, recipe: Recipe =
                                         image_transform(mean, std, image_size, augment=recipe.augment))
     val_set, _ = checked_image_folder(Path(dataset_path) / "val", image_transform(mean, std, image_size))
     if len(train_set.classes) != classes_number:
-        raise InputError(f"dataset {dataset_path}: {len(train_set.classes)} classes in train/ but the model has "
-                         f"{classes_number} outputs; expected them to match")
+        raise InputError(f"dataset {dataset_path}: {len(train_set.classes)} classes in train/ but "
+                         f"classes_number={classes_number}; expected them to match")
     train_loader = DataLoader(train_set, batch_size=recipe.batch_size, shuffle=True, generator=generator)
     val_loader = DataLoader(val_set, batch_size=100)
     model = build_densenet(classes_number)
