@@ -5,7 +5,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from qtutor import ptq
-from qtutor.widgets import layer_explorer, layer_figure
+from qtutor.figures import layer_figure
+from qtutor.widgets import layer_explorer
 
 
 @pytest.fixture(scope="module")
@@ -145,9 +146,29 @@ def test_layer_figure_and_explorer(flow):
     stats = [layer_figure(activations, layers, layer=name)[1] for name in ("stem", "layer")]
     assert stats[0] != stats[1] and all(0 < s["codes_used"] <= 256 for s in stats)
     box = layer_explorer(activations, layers)
-    picker = box.children[0].children[0]
-    before = (box.last_stats, box.children[-2].value)
+    picker = box.controls["layer"]
+    before = (box.last_stats, box.picture.value)
     picker.value = picker.options[-1]
-    assert box.last_stats != before[0] and box.children[-2].value != before[1]
+    assert box.last_stats != before[0] and box.picture.value != before[1]
     with pytest.raises(ValueError, match="layer='nope'"):
         layer_figure(activations, layers, layer="nope")
+
+
+def test_layer_figure_uses_each_rows_code_range(flow):
+    *_, converted, activations, _ = flow
+    full = [r for r in ptq.quantized_layers(converted) if r["layer"] == "stem"]  # codes 0..255
+    assert (full[0]["quant_min"], full[0]["quant_max"]) == (0, 255)
+    zero_point = min(full[0]["zero_point"], 127)
+    half = [dict(full[0], quant_min=0, quant_max=127, zero_point=zero_point)]  # as reduce_range plans it
+    signed = [dict(full[0], quant_min=-128, quant_max=127, zero_point=zero_point - 128)]
+    drawn = {name: layer_figure(activations, rows, layer="stem") for name, rows in
+             (("full", full), ("half", half), ("signed", signed))}
+    stats = {name: result[1] for name, result in drawn.items()}
+    assert (stats["full"]["codes"], stats["half"]["codes"], stats["signed"]["codes"]) == (256, 128, 256)
+    assert [figure.axes[1].get_xlabel() for figure, _ in drawn.values()] == [
+        "code (0..255)", "code (0..127)", "code (-128..127)"]
+    assert stats["half"]["codes_used"] <= stats["full"]["codes_used"] and stats["half"]["clipped"] >= 0
+    assert stats["signed"]["codes_used"] == stats["full"]["codes_used"]  # the same grid, its codes shifted by 128
+    assert stats["signed"]["clipped"] == stats["full"]["clipped"]
+    with pytest.raises(ValueError, match="codes 0..100"):
+        layer_figure(activations, [dict(full[0], quant_min=0, quant_max=100)], layer="stem")
