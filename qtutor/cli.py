@@ -329,7 +329,7 @@ def _as_flags(message: str, parser: argparse.ArgumentParser) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (2 for bad input, with one line on stderr)."""
-    from qtutor.errors import InputError
+    from qtutor.errors import InputError, MissingDataError
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
             _positive(args.image_size, "image_size")
         with quietly():
             TASKS[args.task](args)
-    except InputError as error:
+    except (InputError, MissingDataError) as error:
         print(f"qtutor: error: {_as_flags(str(error), parser)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

