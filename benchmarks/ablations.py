@@ -24,12 +24,13 @@ from pathlib import Path
 
 import torch
 
-from common import RESULTS, command_line, describe, machine, write_results
 from qtutor import ablations, metrics
-from qtutor.session import quiet_deprecations
 from qtutor.data import course_data
 from qtutor.models import course_model
+from qtutor.session import quiet_deprecations
 from qtutor.tables import text_table
+
+from common import RESULTS, command_line, describe, machine, write_results
 
 FULL = dict(counts=(4, 16, 64, 256, 1024, 3500), seeds=(0, 1, 2), bad_images=256,
             widths=((8, 8), (6, 6), (5, 5), (4, 8), (8, 4), (4, 6), (6, 4), (4, 4), (3, 8)),

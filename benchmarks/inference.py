@@ -33,16 +33,17 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from common import RESULTS, command_line, describe, machine, timing_row, write_results
 from qtutor import pt2e, ptq
-from qtutor.session import quiet_deprecations
 from qtutor.data import COURSE_IMAGE_SIZE, course_data
-from qtutor.hardware import cpu_flags
 from qtutor.files import file_size_mb
+from qtutor.hardware import cpu_flags
 from qtutor.metrics import compare, predict, time_in_turns
 from qtutor.models import build_densenet, course_model
 from qtutor.precision import CastInputs
+from qtutor.session import quiet_deprecations
 from qtutor.tables import text_table
+
+from common import RESULTS, command_line, describe, machine, timing_row, write_results
 
 VARIANTS = ["fp32", "fp32_compiled", "fx_int8", "pt2e_int8_compiled", "bf16", "fp16"]
 FILE_COLUMNS = ["size", "variant", "file", "file MB", "build s", "size vs fp32", "accuracy", "accuracy low",
@@ -99,7 +100,8 @@ def available(names: list[str]) -> tuple[list[str], dict[str, str]]:
     flags, skipped = cpu_flags(), {}
     for name, needed in HALF_FLAGS.items():
         if name in names and not flags & needed:
-            skipped[name] = f"the CPU has none of {', '.join(sorted(needed))}: it would emulate {name}, not compute in it"
+            skipped[name] = (f"the CPU has none of {', '.join(sorted(needed))}: it would emulate {name}, "
+                             "not compute in it")
     return [n for n in names if n not in skipped], skipped
 
 

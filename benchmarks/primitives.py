@@ -15,12 +15,13 @@ from pathlib import Path
 import torch
 import torchvision
 
-from common import RESULTS, command_line, describe, machine, write_results
 from qtutor import dequantize, fake_quantize, qparams, quantize
-from qtutor.session import quiet_deprecations
 from qtutor.metrics import time_in_turns
 from qtutor.nonuniform import kmeans_codebook, log_fake_quantize
+from qtutor.session import quiet_deprecations
 from qtutor.tables import text_table
+
+from common import RESULTS, command_line, describe, machine, write_results
 
 
 def core_rows(size: int, repeats: int) -> list[dict]:

@@ -12,18 +12,17 @@ hour) and the notebooks plot its results.
 from __future__ import annotations
 
 import copy
-import math
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Subset
 
 from qtutor import metrics, ptq
-from qtutor.files import file_size_mb
 from qtutor.data import ImageData, checked_image_folder, image_transform
+from qtutor.files import file_size_mb
 
-__all__ = ["RESULTS", "IMAGENET_MEAN", "IMAGENET_STD", "stored_results", "calibration_sweep", "bad_calibrations", "bit_sweep",
-           "weakest_weighted_layers", "mixed_precision_sweep", "qat_comparison"]
+__all__ = ["RESULTS", "IMAGENET_MEAN", "IMAGENET_STD", "stored_results", "calibration_sweep", "bad_calibrations",
+           "bit_sweep", "weakest_weighted_layers", "mixed_precision_sweep", "qat_comparison"]
 
 # Where benchmarks/ablations.py writes the full-size results that notebooks 06 and 08 plot.
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "ablations.json"

@@ -81,7 +81,7 @@ def _verify(exercise: str, function, cases, reference, *, exact: bool = True, hi
         expected = reference(*args)
         if isinstance(expected, tuple):
             ok = isinstance(got, (tuple, list)) and len(got) == len(expected) and all(
-                _same(g, e, exact) for g, e in zip(got, expected))
+                _same(g, e, exact) for g, e in zip(got, expected, strict=True))
         elif isinstance(expected, dict):
             ok = got == expected
         else:
@@ -112,7 +112,7 @@ def _generator(seed: int) -> torch.Generator:
 
 
 def _seeded(build, seed: int = 0):
-    """``build()`` with torch's global generator at ``seed``, which is then put back: a check never reseeds a notebook."""
+    """``build()`` with torch's global generator at ``seed``, put back after: a check never reseeds a notebook."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         return build()
@@ -194,11 +194,12 @@ def check_mse_range(my_mse_range) -> None:
 
 
 def check_per_group(my_fake_quantize_per_group) -> None:
-    """``my_fake_quantize_per_group(w, group_size, bits)``: signed symmetric min-max qparams per group of the last dim."""
+    """``my_fake_quantize_per_group(w, group_size, bits)``: signed symmetric qparams per group of the last dim."""
     generator = _generator(4)
     rows = torch.logspace(-2, 0, 8).reshape(-1, 1)
     cases = [(torch.randn(8, 64, generator=generator) * rows, 32, 4), (torch.randn(8, 64, generator=generator), 16, 3),
-             (torch.randn(4, 2, 96, generator=generator), 32, 8), (torch.randn(3, 128, generator=generator) * rows[:3], 128, 4)]
+             (torch.randn(4, 2, 96, generator=generator), 32, 8),
+             (torch.randn(3, 128, generator=generator) * rows[:3], 128, 4)]
     _verify("my_fake_quantize_per_group", my_fake_quantize_per_group, cases,
             lambda w, g, bits: fake_quantize_per_group(w, g, bits=bits),
             hint="w.reshape(-1, group_size) gives one row per group; per-row min and max, "
@@ -219,10 +220,11 @@ def check_nearest_power_of_two(nearest_power_of_two) -> None:
 
 
 def check_power_of_two_scale(my_power_of_two_scale) -> None:
-    """``my_power_of_two_scale(max_abs, bits) -> float``: the smallest ``2**k`` whose signed grid reaches ``max_abs``."""
+    """``my_power_of_two_scale(max_abs, bits) -> float``: the least ``2**k`` whose signed grid reaches ``max_abs``."""
     generator = _generator(6)
-    values = (torch.rand(60, generator=generator) * 2 + 0.05) * torch.exp2(torch.randint(-8, 8, (60,), generator=generator))
-    cases = [(v, bits) for v, bits in zip(values.tolist(), [8, 4, 3, 6] * 15)]
+    exponents = torch.randint(-8, 8, (60,), generator=generator)
+    values = (torch.rand(60, generator=generator) * 2 + 0.05) * torch.exp2(exponents)
+    cases = [(v, bits) for v, bits in zip(values.tolist(), [8, 4, 3, 6] * 15, strict=True)]
     cases += [(127.0, 8), (0.5 * 127, 8), (7.0, 4), (7.5, 4), (1.0, 2), (0.99, 2)]  # exact powers and near them
     _verify("my_power_of_two_scale", my_power_of_two_scale, cases,
             lambda m, bits: power_of_two_scale(m, bits=bits).item(),
@@ -271,7 +273,8 @@ def check_int_accumulate(int_accumulate) -> None:
 
 
 def _fixed_point_reference(acc, m0, shift, zero_point):
-    return (rounding_right_shift(acc.to(torch.int64) * m0, shift, ties="away") + zero_point).clamp(0, 255).to(torch.uint8)
+    scaled = rounding_right_shift(acc.to(torch.int64) * m0, shift, ties="away")
+    return (scaled + zero_point).clamp(0, 255).to(torch.uint8)
 
 
 def check_fixed_point_requantize(my_requantize) -> None:
@@ -287,7 +290,8 @@ def check_fixed_point_requantize(my_requantize) -> None:
         acc = torch.randint(-200000, 200000, (2000,), generator=generator)
         ties = (torch.arange(-40, 40) * 2 + 1) * 2 ** (shift - 1)  # acc * m0 = odd * 2**(shift-1): exactly .5
         exact_ties = ties[ties % m0 == 0] // m0
-        cases.append((torch.cat([acc, exact_ties, torch.tensor([-6, -2, 2, 6])]).to(torch.int32), m0, shift, zero_point))
+        acc = torch.cat([acc, exact_ties, torch.tensor([-6, -2, 2, 6])]).to(torch.int32)
+        cases.append((acc, m0, shift, zero_point))
     _verify("my_requantize", my_requantize, cases, _fixed_point_reference, dtype=torch.uint8,
             hint="widen acc to int64 before multiplying by m0; shifting right by `shift` floors, so add half of "
                  "2**shift first for values >= 0 (and just under half for negative ones) to round half away from "

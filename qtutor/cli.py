@@ -279,7 +279,6 @@ def task_train(args) -> None:
 
 def task_evaluate(args) -> None:
     """FP32 against INT8 on dataset_path/test (or val): accuracy with interval, agreement, KL, size, latency."""
-    import torch
     from torch.utils.data import DataLoader
 
     from qtutor.data import ORIGINAL_CROP

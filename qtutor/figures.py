@@ -155,8 +155,8 @@ def clipping_figure(x, *, clip: float = 1.0, bits: int = 4, points: int = 40):
     left.set_title(f"clip at ±{clip * top:.3g} ({chosen['clipped_fraction']:.2%} of values clipped)", fontsize=10)
     # A log axis, with anything below a thousandth of the smallest total (zero included) drawn at that floor.
     floor = max(min(c["total"] for c in curves) / 1e3, 1e-30)
-    for name, colour in (("clipping", PALETTE["change"]), ("rounding", PALETTE["rounding"]), ("total", PALETTE["main"])):
-        right.plot(fractions, [max(c[name], floor) for c in curves], label=name, color=colour)
+    for name, role in (("clipping", "change"), ("rounding", "rounding"), ("total", "main")):
+        right.plot(fractions, [max(c[name], floor) for c in curves], label=name, color=PALETTE[role])
     right.plot([clip], [max(chosen["total"], floor)], "o", color=PALETTE["picked"])
     right.set_yscale("log")
     right.set_xlabel("clipping range as a fraction of max|x|")

@@ -26,10 +26,10 @@ import copy
 import torch
 import torch.nn.functional as F
 
+from qtutor._validate import check_bits
 from qtutor.formats import FP8_FORMATS, fp8_decode, fp8_encode
 from qtutor.observers import minmax_range
 from qtutor.packing import pack, unpack
-from qtutor._validate import check_bits
 from qtutor.uniform import dequantize, fake_quantize, qparams, quantize
 
 __all__ = [
@@ -222,7 +222,7 @@ class QuantLinear(torch.nn.Module):
         self.register_buffer("bias", bias)
 
     @classmethod
-    def from_linear(cls, linear: torch.nn.Linear, group_size: int | None = 128, *, bits: int = 4) -> "QuantLinear":
+    def from_linear(cls, linear: torch.nn.Linear, group_size: int | None = 128, *, bits: int = 4) -> QuantLinear:
         """Quantize ``linear``'s weight per group (``None``: per output channel), round to nearest, and pack it."""
         if not isinstance(linear, torch.nn.Linear):
             raise ValueError(f"linear of type {type(linear).__name__}: expected a torch.nn.Linear")

@@ -52,7 +52,7 @@ class Estimate:
         spec = spec or ".1%"
         return f"{self.value:{spec}} [{self.low:{spec}}, {self.high:{spec}}]"
 
-    def overlaps(self, other: "Estimate") -> bool:
+    def overlaps(self, other: Estimate) -> bool:
         """Whether the two intervals overlap (then the difference is not resolved by this many trials)."""
         return self.low <= other.high and other.low <= self.high
 

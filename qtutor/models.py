@@ -185,7 +185,7 @@ def train(dataset_path, *, image_size: int = COURSE_IMAGE_SIZE, recipe: Recipe =
                            description=f"epoch {epoch + 1}/{recipe.epochs}", progress=progress)
         val_loss, val_accuracy = _validate(model, val_loader)
         for key, value in zip(history, (schedule.get_last_lr()[0], loss, val_loss, val_accuracy,
-                                        time.perf_counter() - start)):
+                                        time.perf_counter() - start), strict=True):
             history[key].append(value)
         if progress:
             print(f"epoch {epoch + 1}/{recipe.epochs}: train loss {loss:.4f}, val loss {val_loss:.4f}, "

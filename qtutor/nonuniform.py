@@ -141,7 +141,7 @@ def lloyd_step(x, codebook) -> torch.Tensor:
 
 
 def uniform_codebook(x, *, bits: int) -> torch.Tensor:
-    """The levels of notebook 01's unsigned affine min-max grid for ``x``: 0 is one of them. Introduced in notebook 04."""
+    """The levels of notebook 01's unsigned affine min-max grid for ``x`` (0 is one). Introduced in notebook 04."""
     x = finite_values(x)
     scale, zero_point = qparams(x.min(), x.max(), bits=bits)
     return (torch.arange(2**bits, dtype=torch.float32) - zero_point) * scale

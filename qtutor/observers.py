@@ -54,7 +54,7 @@ class MovingAverageMinMax:
         self.min_val: torch.Tensor | None = None
         self.max_val: torch.Tensor | None = None
 
-    def update(self, x) -> "MovingAverageMinMax":
+    def update(self, x) -> MovingAverageMinMax:
         """Fold one batch into the range; returns self so calls can chain."""
         low, high = minmax_range(x)
         if self.min_val is None:

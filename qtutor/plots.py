@@ -129,7 +129,7 @@ def _positive(levels):
 
 def plot_level_rows(ax, grids: dict, *, title: str = "positive levels (log axis)") -> None:
     """One row of ticks per grid: the positive levels of each number format on a log axis (notebook 11)."""
-    for row, (name, levels) in enumerate(grids.items()):
+    for row, levels in enumerate(grids.values()):
         values = _positive(levels).numpy()
         ax.plot(values, [row] * len(values), "|", markersize=12, color=f"C{row}")
     ax.set_xscale("log")

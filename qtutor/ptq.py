@@ -13,10 +13,20 @@ import copy
 from pathlib import Path
 
 import torch
-from torch.ao.quantization import (FakeQuantize, HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver,
-                                   MovingAveragePerChannelMinMaxObserver, PerChannelMinMaxObserver, QConfig,
-                                   QConfigMapping, disable_fake_quant, disable_observer, enable_fake_quant,
-                                   get_default_qconfig_mapping)
+from torch.ao.quantization import (
+    FakeQuantize,
+    HistogramObserver,
+    MinMaxObserver,
+    MovingAverageMinMaxObserver,
+    MovingAveragePerChannelMinMaxObserver,
+    PerChannelMinMaxObserver,
+    QConfig,
+    QConfigMapping,
+    disable_fake_quant,
+    disable_observer,
+    enable_fake_quant,
+    get_default_qconfig_mapping,
+)
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx, prepare_qat_fx
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm

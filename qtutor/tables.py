@@ -28,6 +28,7 @@ def text_table(rows: list[dict], formats: dict[str, str] | None = None) -> str:
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
 
     def line(values):
-        return "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(values, widths)))
+        aligned = (v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(values, widths, strict=True)))
+        return "  ".join(aligned)
 
     return "\n".join([line(columns), "  ".join("-" * w for w in widths), *(line(row) for row in cells)])

@@ -163,7 +163,10 @@ def ste_explorer() -> widgets.VBox:
 
 
 def smoothquant_explorer(x, weight, channels) -> widgets.VBox:
-    """Sliders for the outlier size and SmoothQuant's alpha over :func:`qtutor.figures.smoothquant_figure` (notebook 11)."""
+    """Sliders for the outlier size and SmoothQuant's alpha (notebook 11).
+
+    Over :func:`qtutor.figures.smoothquant_figure`.
+    """
     size = widgets.FloatSlider(value=50.0, min=1.0, max=100.0, step=1.0, description="outlier size",
                                readout_format=".0f")
     alpha = widgets.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="alpha")

@@ -7,12 +7,12 @@ import pytest
 import torch
 from torch.ao.quantization import PerChannelMinMaxObserver, QConfigMapping, get_default_qconfig_mapping
 
-from qtutor import checks, fake_quantize, ptq, qparams, quantize
+from qtutor import checks, fake_quantize, qparams, quantize
 from qtutor.formats import bit_fields
 from qtutor.intmath import rounding_right_shift
 from qtutor.largemodels import absmax_qparams, smoothing_factors
 from qtutor.nonuniform import assign_to_codebook, log_fake_quantize, power_of_two_scale
-from qtutor.observers import minmax_range, mse_range, percentile_range
+from qtutor.observers import minmax_range, percentile_range
 from qtutor.packing import pack
 from qtutor.uniform import fake_quantize_per_group
 
@@ -37,7 +37,8 @@ def float16_value(pattern, implicit_one_always=False, bias=15, signed=True):
     return sign * (1 + mantissa / 1024) * 2.0 ** (exponent - bias)
 
 
-def range_search(x, bits, symmetric=False, fractions=torch.linspace(0.01, 1, 100)):
+def range_search(x, bits, symmetric=False):
+    fractions = torch.linspace(0.01, 1, 100)
     low, high = x.min(), x.max()
     if symmetric:
         high = torch.maximum(-low, high)

@@ -4,8 +4,16 @@ import pytest
 import torch
 from PIL import Image
 
-from qtutor.data import (DIGITS_DIR, bundled_stats, checked_image_folder, image_files, image_transform, load_rgb,
-                         parse_triple, read_labels)
+from qtutor.data import (
+    DIGITS_DIR,
+    bundled_stats,
+    checked_image_folder,
+    image_files,
+    image_transform,
+    load_rgb,
+    parse_triple,
+    read_labels,
+)
 from qtutor.errors import InputError
 
 SAMPLES = DIGITS_DIR.parent / "samples"

@@ -31,10 +31,12 @@ def test_int_linear_matches_qnnpack(per_channel):
     with quantized_engine("qnnpack"):
         for trial in range(20):
             layer = nnq.Linear(48, 24)
-            layer.set_weight_bias(quantized_weight((24, 48), per_channel, generator), torch.randn(24, generator=generator))
+            layer.set_weight_bias(quantized_weight((24, 48), per_channel, generator),
+                                  torch.randn(24, generator=generator))
             layer.scale, layer.zero_point = 0.02 + trial * 0.01, 40 + trial
             x_scale, x_zero_point = 0.03 + trial * 0.002, 100 + trial
-            x_q = torch.quantize_per_tensor(torch.randn(16, 48, generator=generator), x_scale, x_zero_point, torch.quint8)
+            x = torch.randn(16, 48, generator=generator)
+            x_q = torch.quantize_per_tensor(x, x_scale, x_zero_point, torch.quint8)
             expected = layer(x_q).int_repr()
             p = module_params(layer, x_scale)
             got = int_linear(x_q.int_repr(), x_zero_point, p["w_q"], p["w_zero_point"], p["bias_q"],

@@ -1,13 +1,12 @@
 """qtutor.metrics: intervals from their definition, KL against PyTorch's kl_div, SQNR against a hand computation."""
 
-import copy
 import math
 
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from qtutor import metrics, ptq
+from qtutor import metrics
 
 
 @pytest.mark.parametrize("successes,trials", [(0, 10), (3, 10), (10, 10), (967, 1000), (1, 1)])

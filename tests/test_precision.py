@@ -1,5 +1,6 @@
 """qtutor.precision: the wrappers compute what autocast and casting compute, and the recorder sees real types."""
 
+import pytest
 import torch
 
 from qtutor.precision import Autocast, CastInputs, dtypes_under_autocast, feed_forward
@@ -32,6 +33,7 @@ def test_feed_forward_has_two_linear_layers_of_8_d_squared_weights():
     assert len(linears) == 2 and sum(m.weight.numel() for m in linears) == 8 * 32 * 32
 
 
+@pytest.mark.filterwarnings("ignore:In CPU autocast, but the target dtype is not supported")  # float32, on purpose
 def test_recorder_sees_bf16_matrix_work_and_fp32_weights_cast_each_call():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),

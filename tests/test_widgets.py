@@ -1,4 +1,4 @@
-"""Figure functions (qtutor.figures) at their controls' extremes, and the explorers (qtutor.widgets) that redraw them."""
+"""Figure functions (qtutor.figures) at their controls' extremes, and the explorers (qtutor.widgets) redrawing them."""
 
 import io
 
@@ -79,7 +79,7 @@ def test_explorers_redraw_when_a_slider_moves(explorer, names):
         else:
             slider.value = slider.min if slider.value != slider.min else slider.max
         after = (box.last_stats, box.picture.value, box.readout.value)
-        assert all(b != a for b, a in zip(before, after)), slider.description  # numbers, picture, text
+        assert all(b != a for b, a in zip(before, after, strict=True)), slider.description  # numbers, picture, text
 
 
 def test_uniform_explorer_shows_the_derived_zero_point(monkeypatch):
@@ -171,7 +171,7 @@ def test_more_explorers_redraw(name):
         else:
             control.value = control.min if hasattr(control, "min") and control.value != control.min else 70000.0
         after = (box.last_stats, box.picture.value, box.readout.value)
-        assert all(b != a for b, a in zip(before, after)), control.description
+        assert all(b != a for b, a in zip(before, after, strict=True)), control.description
 
 
 def test_precision_figure_and_explorer():
@@ -237,7 +237,7 @@ def test_smoothquant_explorer_redraws_for_each_slider():
         before = (box.last_stats, box.picture.value, box.readout.value)
         control.value = control.min
         after = (box.last_stats, box.picture.value, box.readout.value)
-        assert all(b != a for b, a in zip(before, after)), control.description
+        assert all(b != a for b, a in zip(before, after, strict=True)), control.description
 
 
 def test_level_figures_draw_every_grid():
