@@ -204,7 +204,6 @@ def test_fewer_mantissa_bits_round_the_multiplier():
 def test_quantize_module_matches_float_within_a_step(engine):
     from qtutor.intmath import quantize_module
 
-    torch.manual_seed(0)
     float_conv = torch.nn.Conv2d(4, 6, 3, padding=1)
     images = torch.randn(2, 4, 8, 8)
     with quantized_engine(engine):

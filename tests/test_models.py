@@ -90,7 +90,6 @@ def test_layer_outputs_copies_each_output_before_an_in_place_relu_overwrites_it(
 def test_layer_outputs_in_float64_are_float32_tensors_that_do_not_depend_on_the_thread_count():
     from qtutor.models import layer_outputs
 
-    torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.BatchNorm2d(16), torch.nn.ReLU(inplace=True),
                                 torch.nn.Conv2d(16, 8, 3)).eval()
     inputs = torch.randn(4, 3, 20, 20)
