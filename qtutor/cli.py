@@ -323,7 +323,7 @@ def _as_flags(message: str, parser: argparse.ArgumentParser) -> str:
     here the person typed ``--classes_number 3``.
     """
     flags = "|".join(action.dest for action in parser._actions if action.option_strings)
-    return re.sub(rf"(?<![\w-])({flags})=", r"--\1 ", message)
+    return re.sub(rf"(?<![^\s(])({flags})=", r"--\1 ", message)  # a word of its own, not inside a path
 
 
 def main(argv: list[str] | None = None) -> int:

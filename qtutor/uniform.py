@@ -167,13 +167,16 @@ def quantize(x, scale, zero_point, *, bits: int = 8, signed: bool = False, axis:
 def dequantize(q, scale, zero_point, *, axis: int | None = None) -> torch.Tensor:
     """Real values of integer codes ``q``: ``(q - zero_point) * scale`` in float32.
 
-    ``axis`` as in :func:`quantize`. Bit-exact against ``Tensor.dequantize()``
-    of PyTorch's quantized tensors. Introduced in notebook 01.
+    ``axis`` as in :func:`quantize`; the scale and zero-point are checked as
+    there (a zero-point of 1.5 is refused, not truncated), except that any
+    whole zero-point is accepted: the codes' width is not known here.
+    Bit-exact against ``Tensor.dequantize()`` of PyTorch's quantized tensors.
+    Introduced in notebook 01.
     """
     q = torch.as_tensor(q)
     if q.is_floating_point() or q.is_complex() or q.dtype == torch.bool:
         raise ValueError(f"q has dtype {q.dtype}: expected an integer tensor of codes")
-    scale_b, zp_b = affine_params(q, scale, zero_point, axis)  # any whole zero-point: q's range is not known
+    scale_b, zp_b = affine_params(q, scale, zero_point, axis)
     # float32 holds every code of up to 16 bits exactly, so subtracting there equals integer subtraction.
     return q.to(torch.float32).sub_(zp_b).mul_(scale_b)
 
