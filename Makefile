@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # Jupyter refuses to run as root unless told; containers and CI machines often are root.
 LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: lab test e2e hub bench demo student assignments notebooks clean
+.PHONY: lab test lint e2e hub bench demo student assignments notebooks clean
 
 # Create the virtual environment and install qtutor with its dev and instructor extras (again whenever
 # pyproject.toml changes): the tests run nbgrader and a JupyterHub.
@@ -19,11 +19,15 @@ $(STAMP): pyproject.toml
 lab: $(STAMP)  ## open the course in JupyterLab
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(LAB_ROOT)
 
-test: $(STAMP)  ## unit tests (nbgrader too), every notebook under nbval (strict), the browser test, the JupyterHub test
+test: $(STAMP)  ## lint (seconds), unit tests (nbgrader too), every notebook under nbval (strict), the browser test, the JupyterHub test
+	$(VENV)/bin/ruff check qtutor tests benchmarks tools
 	$(PY) -m pytest --doctest-modules -m "not e2e and not hub" tests qtutor
 	$(PY) -m pytest --nbval notebooks
 	$(PY) -m pytest -m e2e tests/e2e
 	$(PY) -m pytest -m hub tests/hub
+
+lint: $(STAMP)  ## only the lint stage: ruff check (pinned in pyproject.toml; [tool.ruff] there)
+	$(VENV)/bin/ruff check qtutor tests benchmarks tools
 
 e2e: $(STAMP)  ## only the browser test: JupyterLab in headless Chromium (needs `apt-get install chromium`)
 	$(PY) -m pytest -m e2e tests/e2e

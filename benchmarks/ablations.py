@@ -24,12 +24,13 @@ from pathlib import Path
 
 import torch
 
-from common import RESULTS, command_line, describe, machine, write_results
 from qtutor import ablations, metrics
-from qtutor.course import quiet_deprecations
 from qtutor.data import course_data
 from qtutor.models import course_model
-from qtutor.report import format_table
+from qtutor.session import quiet_deprecations
+from qtutor.tables import text_table
+
+from common import RESULTS, command_line, describe, machine, write_results
 
 FULL = dict(counts=(4, 16, 64, 256, 1024, 3500), seeds=(0, 1, 2), bad_images=256,
             widths=((8, 8), (6, 6), (4, 8), (8, 4), (4, 6), (6, 4), (4, 4)),
@@ -93,7 +94,7 @@ def run(sizes: dict) -> dict:
 def markdown(info: dict, results: dict, sizes: dict) -> str:
     """The results as a Markdown page, one table per sweep."""
     def table(rows, columns, formats):
-        return ["```", format_table([{c: r.get(c, "-") for c in columns} for r in rows], formats), "```", ""]
+        return ["```", text_table([{c: r.get(c, "-") for c in columns} for r in rows], formats), "```", ""]
 
     estimate = {"accuracy": ".4f", "accuracy low": ".4f", "accuracy high": ".4f", "agreement": ".4f", "KL": ".2e"}
     lines = ["# Notebooks 06 and 08 at full size", "", f"Machine: {describe(info)}.", f"Command: `{command_line()}`",

@@ -65,14 +65,14 @@ def main() -> None:
     total = sum(row["wall s"] for row in rows)
     rows.append({"notebook": "total", "code cells": sum(row["code cells"] for row in rows), "wall s": total,
                  "peak MB": max(row["peak MB"] for row in rows)})
-    from qtutor.report import format_table
+    from qtutor.tables import text_table
 
     info = machine()
     verdict = "met" if total < BUDGET_S else "MISSED"
     page = "\n".join([
         "# The course, timed", "", f"Machine: {describe(info)}.", f"Command: `{command_line()}`", "",
         "Each notebook in a fresh kernel, one at a time; peak MB is the kernel's largest resident set.", "",
-        "```", format_table(rows, {"wall s": ".1f", "peak MB": ".0f"}), "```", "",
+        "```", text_table(rows, {"wall s": ".1f", "peak MB": ".0f"}), "```", "",
         f"- {verdict}: the whole course under {BUDGET_S // 60} minutes ({total / 60:.1f} min)", ""])
     write_results(args.out, "course", page, {"machine": info, "command": command_line(), "notebooks": rows})
 

@@ -28,21 +28,22 @@ import argparse
 import copy
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
 
-from common import RESULTS, command_line, describe, machine, timing_row, write_results
 from qtutor import pt2e, ptq
-from qtutor.course import quiet_deprecations
 from qtutor.data import COURSE_IMAGE_SIZE, course_data
+from qtutor.files import file_size_mb
 from qtutor.hardware import cpu_flags
-from qtutor.metrics import compare, file_size_mb, predict, time_in_turns
+from qtutor.metrics import compare, predict, time_in_turns
 from qtutor.models import build_densenet, course_model
 from qtutor.precision import CastInputs
-from qtutor.report import format_table
+from qtutor.session import quiet_deprecations
+from qtutor.tables import text_table
+
+from common import RESULTS, command_line, describe, machine, timing_row, write_results
 
 VARIANTS = ["fp32", "fp32_compiled", "fx_int8", "pt2e_int8_compiled", "bf16", "fp16"]
 FILE_COLUMNS = ["size", "variant", "file", "file MB", "build s", "size vs fp32", "accuracy", "accuracy low",
@@ -99,7 +100,8 @@ def available(names: list[str]) -> tuple[list[str], dict[str, str]]:
     flags, skipped = cpu_flags(), {}
     for name, needed in HALF_FLAGS.items():
         if name in names and not flags & needed:
-            skipped[name] = f"the CPU has none of {', '.join(sorted(needed))}: it would emulate {name}, not compute in it"
+            skipped[name] = (f"the CPU has none of {', '.join(sorted(needed))}: it would emulate {name}, "
+                             "not compute in it")
     return [n for n in names if n not in skipped], skipped
 
 
@@ -185,11 +187,11 @@ def markdown(info: dict, latency: list[dict], files: list[dict], origins: dict, 
              "same run. `first call s` includes compilation for the compiled variants.", ""]
     lines += [f"- {size}px model: {origin}" for size, origin in origins.items()]
     lines += [f"- skipped {name}: {why}" for name, why in skipped.items()]
-    lines += ["", "```", format_table(latency, {"median ms": ".2f", "IQR ms": ".2f", "first call s": ".1f",
+    lines += ["", "```", text_table(latency, {"median ms": ".2f", "IQR ms": ".2f", "first call s": ".1f",
                                                 "speed-up vs fp32": ".2f"}), "```", "",
               "Files and accuracy (bundled test split, 1,000 images, with the 95% interval; agreement and KL "
               "against FP32; `build s` = quantizing/saving, not compiling):",
-              "", "```", format_table([{k: r.get(k, "-") for k in FILE_COLUMNS} for r in files], {
+              "", "```", text_table([{k: r.get(k, "-") for k in FILE_COLUMNS} for r in files], {
                   "file MB": ".2f", "build s": ".1f", "accuracy": ".4f", "accuracy low": ".4f",
                   "accuracy high": ".4f", "agreement": ".4f", "KL": ".2e", "size vs fp32": ".2f",
                   "accuracy - fp32 (pp)": "+.1f"}), "```",
@@ -209,8 +211,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    warnings.filterwarnings("ignore")  # deprecation notes of torch.ao, torch.jit and torch.export
-    quiet_deprecations()  # and torch's logged note when torchao is imported
+    quiet_deprecations()  # the course's targeted filters, and torch's logged note when torchao is imported
     names, skipped = available(args.variants)
     latency, files, origins = [], [], {}
     with tempfile.TemporaryDirectory() as temporary:

@@ -15,12 +15,13 @@ from pathlib import Path
 import torch
 import torchvision
 
-from common import RESULTS, command_line, describe, machine, write_results
 from qtutor import dequantize, fake_quantize, qparams, quantize
-from qtutor.course import quiet_deprecations
 from qtutor.metrics import time_in_turns
 from qtutor.nonuniform import kmeans_codebook, log_fake_quantize
-from qtutor.report import format_table
+from qtutor.session import quiet_deprecations
+from qtutor.tables import text_table
+
+from common import RESULTS, command_line, describe, machine, write_results
 
 
 def core_rows(size: int, repeats: int) -> list[dict]:
@@ -73,8 +74,8 @@ def main() -> None:
         "# qtutor primitives against PyTorch", "", f"Machine: {describe(info)}.", f"Command: `{command_line()}`",
         "", f"Median of {args.repeats} calls after a warm-up, qtutor's and PyTorch's taken in turns; ratio = qtutor / "
         "PyTorch, measured in the same process.",
-        "", "```", format_table(core, {"qtutor ms": ".2f", "PyTorch ms": ".2f", "ratio": ".2f"}), "```", "",
-        "```", format_table(other, {"ms": ".1f"}), "```", ""])
+        "", "```", text_table(core, {"qtutor ms": ".2f", "PyTorch ms": ".2f", "ratio": ".2f"}), "```", "",
+        "```", text_table(other, {"ms": ".1f"}), "```", ""])
     write_results(args.out, "primitives", markdown, {"machine": info, "command": command_line(), "core": core,
                                                      "nonuniform": other})
 

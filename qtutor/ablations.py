@@ -12,7 +12,6 @@ hour) and the notebooks plot its results.
 from __future__ import annotations
 
 import copy
-import math
 from pathlib import Path
 
 import torch
@@ -20,9 +19,10 @@ from torch.utils.data import DataLoader, Subset
 
 from qtutor import metrics, ptq
 from qtutor.data import ImageData, checked_image_folder, image_transform
+from qtutor.files import file_size_mb
 
-__all__ = ["RESULTS", "IMAGENET_MEAN", "IMAGENET_STD", "stored_results", "calibration_sweep", "bad_calibrations", "bit_sweep",
-           "weakest_weighted_layers", "mixed_precision_sweep", "qat_comparison"]
+__all__ = ["RESULTS", "IMAGENET_MEAN", "IMAGENET_STD", "stored_results", "calibration_sweep", "bad_calibrations",
+           "bit_sweep", "weakest_weighted_layers", "mixed_precision_sweep", "qat_comparison"]
 
 # Where benchmarks/ablations.py writes the full-size results that notebooks 06 and 08 plot.
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "ablations.json"
@@ -136,7 +136,7 @@ def mixed_precision_sweep(model, data: ImageData, example_inputs: tuple, ranked_
         kept = ptq.float_modules(converted, ranked_layers[:k])
         ptq.save_torchscript(converted, path)
         models[k] = ptq.load_torchscript(path)
-        rows.append({"k": k, "kept in FP32": len(kept), "file MB": metrics.file_size_mb(path),
+        rows.append({"k": k, "kept in FP32": len(kept), "file MB": file_size_mb(path),
                      **_measured(models[k], test, reference)})
     batch = data.batch(32)
     timings = metrics.time_in_turns({k: (lambda m=m: m(batch)) for k, m in models.items()}, repeats=repeats)

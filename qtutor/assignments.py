@@ -33,9 +33,10 @@ from pathlib import Path
 import nbformat
 
 from qtutor.cli import _Parser as OneLineParser  # a bad command line gets one line and exit code 2
+from qtutor.errors import InputError
 from qtutor.student import BEGIN, source_text
 
-__all__ = ["InputError", "exercises", "grade_id_prefix", "tag_notebook", "tag_file", "write_course", "main"]
+__all__ = ["exercises", "grade_id_prefix", "tag_notebook", "tag_file", "write_course", "main"]
 
 CHECK_CALL = re.compile(r"\bcheck_(\w+)\s*\(")
 POINTS = 1  # each check is worth one point
@@ -46,10 +47,6 @@ c.CourseDirectory.course_id = "qtutor"
 # The course's notebooks import qtutor (installed) and read no files beside them.
 c.Execute.timeout = 1800  # seconds per cell when autograding (nbgrader's default, 30, is too short for 06-09)
 '''
-
-
-class InputError(ValueError):
-    """A notebook or a path the tool cannot use; the message names it and what was expected."""
 
 
 def grade_id_prefix(path: Path) -> str:

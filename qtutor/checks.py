@@ -66,14 +66,22 @@ def _same(got, expected, exact: bool = True) -> bool:
     return torch.allclose(got.to(torch.float64), expected.to(torch.float64), rtol=1e-5, atol=1e-7)
 
 
-def _verify(exercise: str, function, cases, reference, *, exact: bool = True, hint: str = "") -> None:
-    """Run ``function`` and ``reference`` on every case; raise on the first mismatch, else print passed."""
+def _verify(exercise: str, function, cases, reference, *, exact: bool = True, hint: str = "",
+            dtype: torch.dtype | None = None) -> None:
+    """Run ``function`` and ``reference`` on every case; raise on the first mismatch, else print passed.
+
+    Values are compared as float64, so ``dtype``, where the exercise promises one, is checked on its own:
+    every answer must be a tensor of that dtype.
+    """
     for number, args in enumerate(cases, 1):
         got = _call(exercise, function, *args)
+        if dtype is not None and getattr(got, "dtype", None) != dtype:
+            raise AssertionError(f"{exercise}: returned dtype {getattr(got, 'dtype', type(got).__name__)} on case "
+                                 f"{number} of {len(cases)}, expected {dtype}" + (f"\n  hint: {hint}" if hint else ""))
         expected = reference(*args)
         if isinstance(expected, tuple):
             ok = isinstance(got, (tuple, list)) and len(got) == len(expected) and all(
-                _same(g, e, exact) for g, e in zip(got, expected))
+                _same(g, e, exact) for g, e in zip(got, expected, strict=True))
         elif isinstance(expected, dict):
             ok = got == expected
         else:
@@ -101,6 +109,20 @@ def _short(value) -> str:
 
 def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+def _seeded(build, seed: int = 0):
+    """``build()`` with torch's global generator at ``seed``, put back after: a check never reseeds a notebook."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return build()
+
+
+def _student_t(count: int, generator: torch.Generator, degrees: int = 3) -> torch.Tensor:
+    """``count`` heavy-tailed samples of Student's t from ``generator``: a normal over sqrt(chi-square / degrees)."""
+    normal = torch.randn(count, generator=generator)
+    chi_square = torch.randn(count, degrees, generator=generator).pow(2).sum(dim=1)
+    return normal / torch.sqrt(chi_square / degrees)
 
 
 # Notebook 00 -----------------------------------------------------------------------------------
@@ -153,7 +175,7 @@ def check_quantize(my_quantize) -> None:
         x = torch.cat([torch.randn(500, generator=generator) * 3, midpoints, up, down, torch.tensor([-1e4, 1e4])])
         cases.append((x, scale, zero_point))
     _verify("my_quantize", my_quantize, cases,
-            lambda x, s, z: torch.quantize_per_tensor(x, s, z, torch.quint8).int_repr(),
+            lambda x, s, z: torch.quantize_per_tensor(x, s, z, torch.quint8).int_repr(), dtype=torch.uint8,
             hint="round half to even (torch.round), add the zero-point, clamp to 0..255, return torch.uint8; "
                  "PyTorch multiplies by 1/scale rather than dividing by scale")
 
@@ -163,8 +185,8 @@ def check_quantize(my_quantize) -> None:
 def check_mse_range(my_mse_range) -> None:
     """``my_mse_range(x, bits) -> (low, high)``: the clipped min-max range of least MSE, as ``observers.mse_range``."""
     generator = _generator(3)
-    skewed = torch.cat([torch.distributions.StudentT(3.0).sample((4000,)), torch.rand(1000) * 30])
-    cases = [(torch.distributions.StudentT(3.0).sample((5000,)), 4), (skewed, 4), (skewed, 8),
+    skewed = torch.cat([_student_t(4000, generator), torch.rand(1000, generator=generator) * 30])
+    cases = [(_student_t(5000, generator), 4), (skewed, 4), (skewed, 8),
              (torch.randn(3000, generator=generator), 3), (torch.relu(torch.randn(3000, generator=generator)), 2)]
     _verify("my_mse_range", my_mse_range, cases, lambda x, bits: mse_range(x, bits=bits),
             hint="for a in torch.linspace(0.01, 1, 100): candidate range (a * x.min(), a * x.max()); quantize with "
@@ -172,11 +194,12 @@ def check_mse_range(my_mse_range) -> None:
 
 
 def check_per_group(my_fake_quantize_per_group) -> None:
-    """``my_fake_quantize_per_group(w, group_size, bits)``: signed symmetric min-max qparams per group of the last dim."""
+    """``my_fake_quantize_per_group(w, group_size, bits)``: signed symmetric qparams per group of the last dim."""
     generator = _generator(4)
     rows = torch.logspace(-2, 0, 8).reshape(-1, 1)
     cases = [(torch.randn(8, 64, generator=generator) * rows, 32, 4), (torch.randn(8, 64, generator=generator), 16, 3),
-             (torch.randn(4, 2, 96, generator=generator), 32, 8), (torch.randn(3, 128, generator=generator) * rows[:3], 128, 4)]
+             (torch.randn(4, 2, 96, generator=generator), 32, 8),
+             (torch.randn(3, 128, generator=generator) * rows[:3], 128, 4)]
     _verify("my_fake_quantize_per_group", my_fake_quantize_per_group, cases,
             lambda w, g, bits: fake_quantize_per_group(w, g, bits=bits),
             hint="w.reshape(-1, group_size) gives one row per group; per-row min and max, "
@@ -197,10 +220,11 @@ def check_nearest_power_of_two(nearest_power_of_two) -> None:
 
 
 def check_power_of_two_scale(my_power_of_two_scale) -> None:
-    """``my_power_of_two_scale(max_abs, bits) -> float``: the smallest ``2**k`` whose signed grid reaches ``max_abs``."""
+    """``my_power_of_two_scale(max_abs, bits) -> float``: the least ``2**k`` whose signed grid reaches ``max_abs``."""
     generator = _generator(6)
-    values = (torch.rand(60, generator=generator) * 2 + 0.05) * torch.exp2(torch.randint(-8, 8, (60,), generator=generator))
-    cases = [(v, bits) for v, bits in zip(values.tolist(), [8, 4, 3, 6] * 15)]
+    exponents = torch.randint(-8, 8, (60,), generator=generator)
+    values = (torch.rand(60, generator=generator) * 2 + 0.05) * torch.exp2(exponents)
+    cases = [(v, bits) for v, bits in zip(values.tolist(), [8, 4, 3, 6] * 15, strict=True)]
     cases += [(127.0, 8), (0.5 * 127, 8), (7.0, 4), (7.5, 4), (1.0, 2), (0.99, 2)]  # exact powers and near them
     _verify("my_power_of_two_scale", my_power_of_two_scale, cases,
             lambda m, bits: power_of_two_scale(m, bits=bits).item(),
@@ -244,15 +268,13 @@ def check_int_accumulate(int_accumulate) -> None:
     def reference(x_q, x_zp, w_q, w_zp):
         return ((x_q.double() - x_zp) @ (w_q.double() - w_zp).T).to(torch.int32)
 
-    _verify("int_accumulate", int_accumulate, cases, reference,
+    _verify("int_accumulate", int_accumulate, cases, reference, dtype=torch.int32,
             hint="widen to int32 before subtracting zero-points: uint8 arithmetic wraps around at 256")
-    got = _call("int_accumulate", int_accumulate, *cases[0])
-    if got.dtype != torch.int32:
-        raise AssertionError(f"int_accumulate: returned dtype {got.dtype}, expected torch.int32")
 
 
 def _fixed_point_reference(acc, m0, shift, zero_point):
-    return (rounding_right_shift(acc.to(torch.int64) * m0, shift, ties="away") + zero_point).clamp(0, 255).to(torch.uint8)
+    scaled = rounding_right_shift(acc.to(torch.int64) * m0, shift, ties="away")
+    return (scaled + zero_point).clamp(0, 255).to(torch.uint8)
 
 
 def check_fixed_point_requantize(my_requantize) -> None:
@@ -268,21 +290,25 @@ def check_fixed_point_requantize(my_requantize) -> None:
         acc = torch.randint(-200000, 200000, (2000,), generator=generator)
         ties = (torch.arange(-40, 40) * 2 + 1) * 2 ** (shift - 1)  # acc * m0 = odd * 2**(shift-1): exactly .5
         exact_ties = ties[ties % m0 == 0] // m0
-        cases.append((torch.cat([acc, exact_ties, torch.tensor([-6, -2, 2, 6])]).to(torch.int32), m0, shift, zero_point))
-    _verify("my_requantize", my_requantize, cases, _fixed_point_reference,
+        acc = torch.cat([acc, exact_ties, torch.tensor([-6, -2, 2, 6])]).to(torch.int32)
+        cases.append((acc, m0, shift, zero_point))
+    _verify("my_requantize", my_requantize, cases, _fixed_point_reference, dtype=torch.uint8,
             hint="widen acc to int64 before multiplying by m0; shifting right by `shift` floors, so add half of "
-                 "2**shift first for values >= 0 (and just under half for negative ones) to round half away from zero")
+                 "2**shift first for values >= 0 (and just under half for negative ones) to round half away from "
+                 "zero; clamp to 0..255 and return torch.uint8")
 
 
 # Notebook 07 -----------------------------------------------------------------------------------
 
 def _tiny_models():
     """Small models with every kind of state a saved model holds: weights, biases, BN statistics, counters."""
-    torch.manual_seed(0)
-    conv = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
-                               torch.nn.Flatten(), torch.nn.Linear(8 * 6 * 6, 10))
-    mlp = torch.nn.Sequential(torch.nn.Linear(100, 300), torch.nn.GELU(), torch.nn.Linear(300, 100, bias=False))
-    return [conv, mlp]
+    def build():
+        conv = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
+                                   torch.nn.Flatten(), torch.nn.Linear(8 * 6 * 6, 10))
+        mlp = torch.nn.Sequential(torch.nn.Linear(100, 300), torch.nn.GELU(), torch.nn.Linear(300, 100, bias=False))
+        return [conv, mlp]
+
+    return _seeded(build)
 
 
 def check_saved_megabytes(saved_megabytes) -> None:
@@ -378,15 +404,13 @@ class _TinyNet(torch.nn.Module):
 def _quantized_modules(mapping) -> set[str]:
     """Names of the modules that come out of FX prepare/convert as quantized modules with ``mapping``."""
     import copy
-    import warnings
 
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
-    torch.manual_seed(0)
-    model = _TinyNet().eval()
-    example = (torch.randn(2, 3, 8, 8),)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    from qtutor.session import quietly
+
+    model, example = _seeded(lambda: (_TinyNet().eval(), (torch.randn(2, 3, 8, 8),)))
+    with quietly():
         prepared = prepare_fx(copy.deepcopy(model), mapping, example)
         prepared(*example)
         converted = convert_fx(prepared)
@@ -464,14 +488,16 @@ def _tiny_densenet():
     """A torchvision DenseNet with two dense layers and random batch-norm statistics, in eval mode."""
     import torchvision
 
-    torch.manual_seed(0)
-    model = torchvision.models.DenseNet(growth_rate=4, block_config=(2,), num_init_features=8, bn_size=2,
-                                        num_classes=3)
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-    return model.eval()
+    def build():
+        model = torchvision.models.DenseNet(growth_rate=4, block_config=(2,), num_init_features=8, bn_size=2,
+                                            num_classes=3)
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+        return model.eval()
+
+    return _seeded(build)
 
 
 def check_dense_layer_fusions(dense_layer_fusions) -> None:
@@ -558,8 +584,5 @@ def check_pack_int4(pack_int4) -> None:
     generator = _generator(13)
     cases = [(torch.tensor([3, 10, 15, 0], dtype=torch.uint8),),
              (torch.randint(0, 16, (1000,), generator=generator).to(torch.uint8),)]
-    _verify("pack_int4", pack_int4, cases, lambda codes: pack(codes, 4),
+    _verify("pack_int4", pack_int4, cases, lambda codes: pack(codes, 4), dtype=torch.uint8,
             hint="byte = codes[0::2] | (codes[1::2] << 4), as torch.uint8")
-    got = _call("pack_int4", pack_int4, *cases[0])
-    if got.dtype != torch.uint8:
-        raise AssertionError(f"pack_int4: returned dtype {got.dtype}, expected torch.uint8")

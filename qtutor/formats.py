@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["FORMATS", "FP8_FORMATS", "float_layout", "bit_fields", "format_table", "memory_mb", "model_memory",
+__all__ = ["FORMATS", "FP8_FORMATS", "float_layout", "bit_fields", "dtype_facts", "memory_mb", "model_memory",
            "fp8_decode", "fp8_levels", "fp8_encode", "fp8_table"]
 
 # The formats the course compares, in the order notebook 00 shows them.
@@ -62,10 +62,10 @@ def bit_fields(value: float, dtype: torch.dtype) -> dict[str, str]:
     return {"bits": format(int(tensor.item()) & ((1 << width) - 1), f"0{width}b")}
 
 
-def format_table() -> list[dict]:
+def dtype_facts() -> list[dict]:
     """One row per format of :data:`FORMATS`: bits, range, smallest normal, machine epsilon.
 
-    Integer formats have no smallest normal; their "epsilon" is the step, 1.
+    Integer formats have no smallest normal; their "epsilon" is the step, 1. Introduced in notebook 00.
     """
     rows = []
     for name, dtype in FORMATS.items():

@@ -25,6 +25,8 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
+from qtutor._validate import whole_number
+
 __all__ = [
     "quantize_bias",
     "fixed_point_multiplier",
@@ -58,8 +60,7 @@ def fixed_point_multiplier(multiplier, *, mantissa_bits: int = 31) -> tuple[torc
     up, ``m0`` holds it exactly (wider ``m0`` only gain trailing zeros); fewer
     bits round it (notebook 05 shows what that costs).
     """
-    if isinstance(mantissa_bits, bool) or not isinstance(mantissa_bits, int) or not 1 <= mantissa_bits <= 31:
-        raise ValueError(f"mantissa_bits={mantissa_bits!r}: expected a whole number from 1 to 31")
+    whole_number(mantissa_bits, "mantissa_bits", 1, 31)
     multiplier = torch.as_tensor(multiplier, dtype=torch.float32)
     if not (multiplier > 0).all() or not torch.isfinite(multiplier).all():
         raise ValueError(f"multiplier={multiplier.tolist()}: expected positive finite numbers")

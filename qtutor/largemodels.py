@@ -26,10 +26,11 @@ import copy
 import torch
 import torch.nn.functional as F
 
+from qtutor._validate import check_bits
 from qtutor.formats import FP8_FORMATS, fp8_decode, fp8_encode
 from qtutor.observers import minmax_range
 from qtutor.packing import pack, unpack
-from qtutor.uniform import _check_bits, dequantize, fake_quantize, qparams, quantize
+from qtutor.uniform import dequantize, fake_quantize, qparams, quantize
 
 __all__ = [
     "outlier_activations",
@@ -221,11 +222,11 @@ class QuantLinear(torch.nn.Module):
         self.register_buffer("bias", bias)
 
     @classmethod
-    def from_linear(cls, linear: torch.nn.Linear, group_size: int | None = 128, *, bits: int = 4) -> "QuantLinear":
+    def from_linear(cls, linear: torch.nn.Linear, group_size: int | None = 128, *, bits: int = 4) -> QuantLinear:
         """Quantize ``linear``'s weight per group (``None``: per output channel), round to nearest, and pack it."""
         if not isinstance(linear, torch.nn.Linear):
             raise ValueError(f"linear of type {type(linear).__name__}: expected a torch.nn.Linear")
-        _check_bits(bits, 2, 8)
+        check_bits(bits, 2, 8)
         groups, size = _groups(linear.weight, group_size)
         scale, _ = absmax_qparams(groups, bits=bits, axis=0)
         scale = scale.to(torch.float16)  # stored in FP16; the codes are computed with the stored scale

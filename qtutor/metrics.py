@@ -1,18 +1,18 @@
-"""Measurements that resolve small effects: accuracy with an interval, agreement, KL, per-layer SQNR, size, time.
+"""Measurements that resolve small effects: accuracy with an interval, agreement, KL, per-layer SQNR, time.
 
 Introduced in notebook 06 and used by notebooks 06-10, ``qtutor --task evaluate``
 and ``benchmarks/``. At 8 bits a quantized CNN's top-1 accuracy often moves by
 less than one test image; what still moves is how often it agrees with the
 FP32 model, how far its probabilities drift (KL divergence), and how much
 noise each layer adds (SQNR). One timing helper serves every comparison: the
-models take turns, call by call, so a busy machine slows them all alike.
+models take turns, call by call, so a busy machine slows them all alike. File
+sizes come from :func:`qtutor.files.file_size_mb`.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import os
 import statistics
 import time
 from collections.abc import Callable
@@ -34,7 +34,6 @@ __all__ = [
     "layer_sensitivity",
     "Timing",
     "time_in_turns",
-    "file_size_mb",
 ]
 
 Z95 = 1.959963984540054  # the standard normal's 97.5th percentile: a two-sided 95% interval
@@ -53,7 +52,7 @@ class Estimate:
         spec = spec or ".1%"
         return f"{self.value:{spec}} [{self.low:{spec}}, {self.high:{spec}}]"
 
-    def overlaps(self, other: "Estimate") -> bool:
+    def overlaps(self, other: Estimate) -> bool:
         """Whether the two intervals overlap (then the difference is not resolved by this many trials)."""
         return self.low <= other.high and other.low <= self.high
 
@@ -243,8 +242,3 @@ def timing_note() -> str:
     """The line every timing table is printed under: threads and what the numbers are."""
     return (f"{torch.get_num_threads()} threads; median of repeated calls taken in turns, [interquartile range]; "
             "times move with the machine and its load, ratios much less")
-
-
-def file_size_mb(path: str | os.PathLike) -> float:
-    """Size of a file on disk in megabytes (10**6 bytes)."""
-    return os.path.getsize(path) / 1e6

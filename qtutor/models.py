@@ -1,6 +1,8 @@
 """The course's DenseNet-121: built as the original script builds it, trained on the bundled digits, shipped.
 
-Introduced for notebook 06 and the command line. No pretrained weights can be
+First used in notebook 00 (its memory in each format) and 01-04 (real weights
+and activations, :func:`layer_outputs`); the model of notebooks 06-11 and the
+command line. No pretrained weights can be
 downloaded here, so the course trains its own ten-class digit classifier at
 64x64 with :class:`Recipe` (about 20 minutes on 2 CPU cores, done once by
 ``tools/train_course_model.py``) and ships the ``state_dict`` in
@@ -11,10 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
-import random
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +23,9 @@ import torchvision
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from qtutor.data import (COURSE_IMAGE_SIZE, DATA_DIR, InputError, bundled_stats, checked_image_folder,
-                         image_transform)
+from qtutor.data import COURSE_IMAGE_SIZE, DATA_DIR, bundled, bundled_stats, checked_image_folder, image_transform
+from qtutor.errors import InputError
+from qtutor.session import quietly, seed_everything
 
 __all__ = [
     "COURSE_MODEL",
@@ -35,7 +35,6 @@ __all__ = [
     "training_record",
     "build_densenet",
     "load_checkpoint",
-    "save_atomically",
     "evaluate",
     "train",
     "train_epoch",
@@ -65,7 +64,8 @@ def load_checkpoint(path, classes_number: int = 2, *, builder=build_densenet) ->
     if not path.is_file():
         raise InputError(f"model file {path}: does not exist; expected a DenseNet-121 state_dict (.pth)")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with quietly("Detected pickle protocol"):  # torch's note on files saved with another pickle protocol
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for unsafe or corrupt files
         found = re.search(r"GLOBAL ([\w.]+)", str(error))
         reason = (f"it holds code or objects that weights_only loading refuses ({found.group(1)})" if found
@@ -76,8 +76,8 @@ def load_checkpoint(path, classes_number: int = 2, *, builder=build_densenet) ->
         raise InputError(f"model file {path}: holds a {type(state).__name__}, not a state_dict of tensors")
     weight = state.get("classifier.weight")
     if weight is not None and weight.shape[0] != classes_number:
-        raise InputError(f"model file {path}: its classifier has {weight.shape[0]} outputs but --classes_number is "
-                         f"{classes_number}; expected them to match")
+        raise InputError(f"model file {path}: its classifier has {weight.shape[0]} outputs but "
+                         f"classes_number={classes_number}; expected them to match")
     model = builder(classes_number)
     try:
         model.load_state_dict(state)
@@ -86,22 +86,6 @@ def load_checkpoint(path, classes_number: int = 2, *, builder=build_densenet) ->
         kind = "DenseNet-121" if builder is build_densenet else type(model).__name__
         raise InputError(f"model file {path}: not a {kind} state_dict ({first[:160]})") from None
     return model.eval()
-
-
-def save_atomically(save, path) -> None:
-    """Call ``save(temporary_path)`` then rename it to ``path``: a failure leaves nothing half-written."""
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes it private (0600); a saved model is an ordinary file
-    try:
-        save(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 @torch.no_grad()
@@ -137,12 +121,6 @@ def train_epoch(model: torch.nn.Module, loader: DataLoader, optimizer, *, schedu
         seen += len(targets)
         bar.set_postfix(loss=f"{running / seen:.3f}")
     return running / seen
-
-
-def _seed_everything(seed: int) -> torch.Generator:
-    random.seed(seed)
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
 
 
 @dataclass(frozen=True)
@@ -187,13 +165,13 @@ def train(dataset_path, *, image_size: int = COURSE_IMAGE_SIZE, recipe: Recipe =
     """
     if mean is None or std is None:
         mean, std = bundled_stats()
-    generator = _seed_everything(recipe.seed)
+    generator = seed_everything(recipe.seed)
     train_set, _ = checked_image_folder(Path(dataset_path) / "train",
                                         image_transform(mean, std, image_size, augment=recipe.augment))
     val_set, _ = checked_image_folder(Path(dataset_path) / "val", image_transform(mean, std, image_size))
     if len(train_set.classes) != classes_number:
-        raise InputError(f"dataset {dataset_path}: {len(train_set.classes)} classes in train/ but the model has "
-                         f"{classes_number} outputs; expected them to match")
+        raise InputError(f"dataset {dataset_path}: {len(train_set.classes)} classes in train/ but "
+                         f"classes_number={classes_number}; expected them to match")
     train_loader = DataLoader(train_set, batch_size=recipe.batch_size, shuffle=True, generator=generator)
     val_loader = DataLoader(val_set, batch_size=100)
     model = build_densenet(classes_number)
@@ -209,7 +187,7 @@ def train(dataset_path, *, image_size: int = COURSE_IMAGE_SIZE, recipe: Recipe =
                            description=f"epoch {epoch + 1}/{recipe.epochs}", progress=progress)
         val_loss, val_accuracy = _validate(model, val_loader)
         for key, value in zip(history, (schedule.get_last_lr()[0], loss, val_loss, val_accuracy,
-                                        time.perf_counter() - start)):
+                                        time.perf_counter() - start), strict=True):
             history[key].append(value)
         if progress:
             print(f"epoch {epoch + 1}/{recipe.epochs}: train loss {loss:.4f}, val loss {val_loss:.4f}, "
@@ -219,7 +197,7 @@ def train(dataset_path, *, image_size: int = COURSE_IMAGE_SIZE, recipe: Recipe =
 
 def course_checkpoint() -> Path:
     """The shipped checkpoint of the course's DenseNet-121 (``data/models/``)."""
-    if not COURSE_MODEL.is_file():
+    if not bundled(COURSE_MODEL).is_file():
         raise FileNotFoundError(f"{COURSE_MODEL}: the course model is missing; it ships with the repository "
                                 "(git checkout data/models), or retrain it: python tools/train_course_model.py")
     return COURSE_MODEL
@@ -267,4 +245,4 @@ def layer_outputs(model: torch.nn.Module, names, inputs: torch.Tensor, *,
 
 def training_record() -> dict:
     """How the shipped model was trained: recipe, per-epoch curve, test accuracy, SHA-256 (its ``.json`` file)."""
-    return json.loads(COURSE_MODEL.with_suffix(".json").read_text())
+    return json.loads(bundled(COURSE_MODEL.with_suffix(".json")).read_text())

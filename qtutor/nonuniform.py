@@ -12,9 +12,9 @@ import math
 
 import torch
 
-from qtutor.observers import _check_tensor as _float_input
+from qtutor._validate import check_bits, finite_values
 from qtutor.observers import mse_range
-from qtutor.uniform import _check_bits, fake_quantize, qparams, sqnr_db
+from qtutor.uniform import fake_quantize, qparams, sqnr_db
 
 __all__ = [
     "log_quantize",
@@ -45,8 +45,8 @@ def log_quantize(x, *, bits: int = 4, max_exponent: int | None = None):
     Returns ``(sign, code, max_exponent)`` with ``sign`` in {-1, 0, 1}.
     Introduced in notebook 03.
     """
-    _check_bits(bits, 2, 8)
-    x = _float_input(x)
+    check_bits(bits, 2, 8)
+    x = finite_values(x)
     levels = 2 ** (bits - 1) - 1  # non-zero magnitudes
     magnitude = x.abs()
     if max_exponent is None:
@@ -66,7 +66,7 @@ def log_quantize(x, *, bits: int = 4, max_exponent: int | None = None):
 
 def log_dequantize(sign, code, max_exponent: int, *, bits: int = 4) -> torch.Tensor:
     """Values of logarithmic codes: ``sign * 2**(min_exponent + code - 1)``, 0 for code 0."""
-    _check_bits(bits, 2, 8)
+    check_bits(bits, 2, 8)
     min_exponent = max_exponent - (2 ** (bits - 1) - 1) + 1
     magnitude = torch.exp2((min_exponent + code - 1).to(torch.float32))
     return torch.where(code > 0, sign.to(torch.float32) * magnitude, 0.0)
@@ -99,7 +99,7 @@ def power_of_two_scale(max_abs, *, bits: int = 8) -> torch.Tensor:
     ``frexp``. With such a scale, rescaling an integer result is a shift, as in
     notebook 03's multiplier-free layer. Introduced in notebook 03 (its exercise 2).
     """
-    _check_bits(bits, 2, 16)
+    check_bits(bits, 2, 16)
     ratio = torch.as_tensor(max_abs, dtype=torch.float64) / (2 ** (bits - 1) - 1)
     if not (ratio > 0).all() or not torch.isfinite(ratio).all():
         raise ValueError(f"max_abs={max_abs!r}: expected positive finite numbers")
@@ -112,7 +112,7 @@ def assign_to_codebook(x, codebook) -> torch.Tensor:
 
     ``codebook`` must be sorted ascending. Introduced in notebook 04.
     """
-    x = _float_input(x)
+    x = finite_values(x)
     codebook = torch.as_tensor(codebook, dtype=torch.float32)
     if codebook.dim() != 1 or codebook.numel() == 0 or (codebook.diff() < 0).any():
         raise ValueError("codebook: expected a non-empty 1-D tensor sorted ascending")
@@ -131,7 +131,7 @@ def lloyd_step(x, codebook) -> torch.Tensor:
     An entry that no value chose keeps its place. Returns the new codebook,
     sorted ascending. Introduced in notebook 04 (its exercise 2).
     """
-    x = _float_input(x).flatten()
+    x = finite_values(x).flatten()
     codebook = torch.as_tensor(codebook, dtype=torch.float32)
     indices = assign_to_codebook(x, codebook)
     sums = torch.zeros(len(codebook), dtype=torch.float64).index_add_(0, indices, x.to(torch.float64))
@@ -141,8 +141,8 @@ def lloyd_step(x, codebook) -> torch.Tensor:
 
 
 def uniform_codebook(x, *, bits: int) -> torch.Tensor:
-    """The levels of notebook 01's unsigned affine min-max grid for ``x``: 0 is one of them. Introduced in notebook 04."""
-    x = _float_input(x)
+    """The levels of notebook 01's unsigned affine min-max grid for ``x`` (0 is one). Introduced in notebook 04."""
+    x = finite_values(x)
     scale, zero_point = qparams(x.min(), x.max(), bits=bits)
     return (torch.arange(2**bits, dtype=torch.float32) - zero_point) * scale
 
@@ -160,8 +160,8 @@ def kmeans_codebook(x, *, bits: int = 4, iterations: int | None = None, toleranc
     necessarily the best codebook. Returns ``(codebook, indices)``, plus the
     number of steps run when ``return_iterations``. Introduced in notebook 04.
     """
-    _check_bits(bits, 1, 8)
-    x = _float_input(x).flatten()
+    check_bits(bits, 1, 8)
+    x = finite_values(x).flatten()
     codebook = uniform_codebook(x, bits=bits) if bits >= 2 else torch.stack([x.min(), x.max()])
     # The same steps as lloyd_step, on sorted values with running sums: each step costs O(2**bits log n), not O(n).
     ordered = torch.sort(x).values.to(torch.float64)
@@ -198,7 +198,7 @@ def kmeans_codebook(x, *, bits: int = 4, iterations: int | None = None, toleranc
 
 def kmeans_fake_quantize(x, *, bits: int = 4) -> torch.Tensor:
     """``x`` replaced by its nearest entry of a converged k-means codebook, in the shape of ``x``."""
-    x = _float_input(x)
+    x = finite_values(x)
     codebook, indices = kmeans_codebook(x, bits=bits)
     return lut_dequantize(indices, codebook).reshape(x.shape)
 
@@ -210,10 +210,10 @@ def mulaw_fake_quantize(x, *, bits: int = 8, mu: float = 255.0) -> torch.Tensor:
     values to [-1, 1] with more levels near zero; ``y`` is quantized with a
     signed uniform quantizer whose outermost levels are exactly ±1, and expanded back. Introduced in notebook 04.
     """
-    _check_bits(bits, 2, 16)
+    check_bits(bits, 2, 16)
     if not mu > 0:
         raise ValueError(f"mu={mu!r}: expected a positive number")
-    x = _float_input(x)
+    x = finite_values(x)
     peak = x.abs().max()
     if peak == 0:
         return x.clone()
@@ -250,5 +250,5 @@ def compare_methods(x, bit_widths=(2, 3, 4, 8)) -> dict[str, dict[int, float]]:
     the MSE-optimal clipped range), ``log`` (powers of two), ``kmeans``
     (Lloyd-Max codebook) and ``mulaw`` (companding). Introduced in notebook 04.
     """
-    x = _float_input(x)
+    x = finite_values(x)
     return {name: {bits: sqnr_db(x, method(x, bits)) for bits in bit_widths} for name, method in METHODS.items()}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from qtutor._validate import finite_values
 from qtutor.uniform import fake_quantize, qparams, qrange
 
 __all__ = [
@@ -23,17 +24,8 @@ __all__ = [
     "entropy_range",
     "pytorch_histogram_range",
     "clip_errors",
+    "grid_errors",
 ]
-
-
-def _check_tensor(x) -> torch.Tensor:
-    """``x`` as a non-empty float32 tensor of finite values."""
-    x = torch.as_tensor(x, dtype=torch.float32)
-    if x.numel() == 0:
-        raise ValueError("x is empty: expected at least one value to estimate a range from")
-    if not torch.isfinite(x).all():
-        raise ValueError("x contains NaN or infinity: expected finite values")
-    return x
 
 
 def minmax_range(x, axis: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,7 +33,7 @@ def minmax_range(x, axis: int | None = None) -> tuple[torch.Tensor, torch.Tensor
 
     Equals ``MinMaxObserver`` (and ``PerChannelMinMaxObserver(ch_axis=axis)``) ``min_val``/``max_val``.
     """
-    x = _check_tensor(x)
+    x = finite_values(x)
     if axis is None:
         return torch.aminmax(x)
     flat = x.movedim(axis, 0).flatten(1)
@@ -62,7 +54,7 @@ class MovingAverageMinMax:
         self.min_val: torch.Tensor | None = None
         self.max_val: torch.Tensor | None = None
 
-    def update(self, x) -> "MovingAverageMinMax":
+    def update(self, x) -> MovingAverageMinMax:
         """Fold one batch into the range; returns self so calls can chain."""
         low, high = minmax_range(x)
         if self.min_val is None:
@@ -88,7 +80,7 @@ def percentile_range(x, percentile: float = 99.99) -> tuple[torch.Tensor, torch.
     """
     if not 50 < percentile <= 100:
         raise ValueError(f"percentile={percentile!r}: expected a number above 50 and at most 100")
-    x = _check_tensor(x).flatten().to(torch.float64)
+    x = finite_values(x).flatten().to(torch.float64)
     ordered = torch.sort(x).values
     positions = torch.tensor([100 - percentile, percentile], dtype=torch.float64) / 100 * (x.numel() - 1)
     below = positions.floor().long()
@@ -104,7 +96,7 @@ def mse_range(x, *, bits: int = 8, signed: bool = False, steps: int = 100) -> tu
     Tries ``steps`` fractions ``a`` evenly spaced in (0, 1]; ``a = 1`` is plain
     min-max. Smaller ``a`` clips more outliers but rounds the rest more finely.
     """
-    x = _check_tensor(x)
+    x = finite_values(x)
     low, high = torch.aminmax(x)
     best = (float("inf"), low, high)
     for fraction in torch.linspace(1.0 / steps, 1.0, steps):
@@ -124,7 +116,7 @@ def entropy_range(x, *, bits: int = 8, bins: int = 2048, stride: int = 8) -> tup
     tail into the last bin, merge the kept bins into ``2**(bits-1)`` levels,
     and measure how much information the merge loses.
     """
-    x = _check_tensor(x)
+    x = finite_values(x)
     levels = 2 ** (bits - 1)
     if bins < levels:
         raise ValueError(f"bins={bins}: expected at least {levels} bins for {bits} bits")
@@ -164,7 +156,7 @@ def pytorch_histogram_range(x, *, bits: int = 8) -> tuple[torch.Tensor, torch.Te
 
     qmin, qmax = qrange(bits)
     observer = HistogramObserver(dtype=torch.quint8, quant_min=qmin, quant_max=qmax)
-    observer(_check_tensor(x))
+    observer(finite_values(x))
     scale, zero_point = observer.calculate_qparams()
     return (qmin - zero_point[0]) * scale[0], (qmax - zero_point[0]) * scale[0]
 
@@ -172,13 +164,23 @@ def pytorch_histogram_range(x, *, bits: int = 8) -> tuple[torch.Tensor, torch.Te
 def clip_errors(x, low, high, *, bits: int = 8, signed: bool = False) -> dict[str, float]:
     """Split the squared error of quantizing ``x`` over ``[low, high]`` into clipping and rounding parts.
 
-    Returns mean squared errors ``clipping`` (from values outside the range),
-    ``rounding`` (from values inside, up to half a step past the outermost
-    level) and their sum ``total``, plus the
-    ``clipped_fraction`` of values outside.
+    The grid is :func:`qtutor.qparams`'s for that range; see :func:`grid_errors`
+    for what comes back. Introduced in notebook 02 (its clipping explorer).
     """
-    x = _check_tensor(x)
     scale, zero_point = qparams(low, high, bits=bits, signed=signed)
+    return grid_errors(x, scale, zero_point, bits=bits, signed=signed)
+
+
+def grid_errors(x, scale, zero_point, *, bits: int = 8, signed: bool = False) -> dict[str, float]:
+    """The squared error of fake-quantizing ``x`` on the grid ``(scale, zero_point)``, split in two.
+
+    Returns mean squared errors ``clipping`` (from values outside the grid's
+    range), ``rounding`` (from values inside, up to half a step past the
+    outermost level) and their sum ``total``, plus the ``clipped_fraction`` of
+    values outside. The explorers of notebooks 01, 02 and 06 report that fraction.
+    """
+    x = finite_values(x)
+    scale, zero_point = torch.as_tensor(scale, dtype=torch.float32), torch.as_tensor(zero_point)
     squared = (fake_quantize(x, scale, zero_point, bits=bits, signed=signed) - x) ** 2
     # Beyond half a step past the outermost level, rounding alone cannot explain the error.
     qmin, qmax = qrange(bits, signed)

@@ -15,9 +15,24 @@ from matplotlib.patches import Rectangle
 from qtutor.formats import bit_fields
 
 __all__ = ["new_figure", "draw_bit_layout", "plot_levels", "plot_error", "plot_sqnr", "plot_level_rows",
-           "plot_relative_steps", "FIELD_COLOURS"]
+           "plot_relative_steps", "PALETTE", "FIELD_COLOURS"]
 
-FIELD_COLOURS = {"sign": "#e76f51", "exponent": "#2a9d8f", "mantissa": "#e9c46a", "bits": "#8ab17d"}
+# The course's colours, by what they show; every figure of plots and qtutor.figures takes its colours from here.
+PALETTE = {
+    "values": "#9db4c0",    # histograms of the numbers being quantized
+    "levels": "#c44536",    # quantization levels and the range they cover
+    "change": "#e76f51",    # clipping error, and what a control changes: differences, gradients, "after"
+    "rounding": "#2a9d8f",  # rounding error, its ±S/2 bound, integer codes
+    "main": "#264653",      # a panel's main curve, totals
+    "error": "#3d405b",     # a quantizer's error or output against its input
+    "before": "#adb5bd",    # the unchanged reference: "before", "no smoothing"
+    "guide": "grey",        # zero and identity lines
+    "picked": "black",      # the point a control picked
+    "mantissa": "#e9c46a",  # bit fields (notebook 00)
+    "integer": "#8ab17d",
+}
+FIELD_COLOURS = {"sign": PALETTE["change"], "exponent": PALETTE["rounding"], "mantissa": PALETTE["mantissa"],
+                 "bits": PALETTE["integer"]}
 
 
 def new_figure(width: float = 9, height: float = 3.2, ncols: int = 1, nrows: int = 1, **kwargs):
@@ -60,12 +75,12 @@ def plot_levels(ax, x, levels, *, title: str = "", max_lines: int = 64, symlog: 
         transform = ax.xaxis.get_transform()
         ends = transform.transform([min(values.min(), levels.min()), max(values.max(), levels.max())])
         bins = transform.inverted().transform(np.linspace(ends[0], ends[1], bins + 1))
-    ax.hist(values, bins=bins, color="#9db4c0", edgecolor="none")
+    ax.hist(values, bins=bins, color=PALETTE["values"], edgecolor="none")
     if len(levels) <= max_lines:
         for level in levels:
-            ax.axvline(level, color="#c44536", linewidth=0.8, alpha=0.8)
+            ax.axvline(level, color=PALETTE["levels"], linewidth=0.8, alpha=0.8)
     else:
-        ax.plot(levels, [0] * len(levels), "|", color="#c44536", markersize=10)
+        ax.plot(levels, [0] * len(levels), "|", color=PALETTE["levels"], markersize=10)
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("value" + (" (symmetric log axis)" if symlog else ""))
     ax.set_ylabel("count")
@@ -80,13 +95,13 @@ def plot_error(ax, x, x_hat, *, title: str = "error = x_hat - x", step: float | 
     order = x.flatten().argsort()
     xs = x.flatten()[order].numpy()
     errors = (x_hat.flatten() - x.flatten())[order].numpy()
-    ax.plot(xs, errors, color="#3d405b", linewidth=0.8)
-    ax.axhline(0, color="grey", linewidth=0.5)
+    ax.plot(xs, errors, color=PALETTE["error"], linewidth=0.8)
+    ax.axhline(0, color=PALETTE["guide"], linewidth=0.5)
     if step is not None:
         for sign in (-1, 1):
-            ax.axhline(sign * step / 2, color="#2a9d8f", linewidth=0.9, linestyle="--")
+            ax.axhline(sign * step / 2, color=PALETTE["rounding"], linewidth=0.9, linestyle="--")
         ax.text(0.01, 0.97, f"dashed: ±S/2 = ±{step / 2:.3g}", transform=ax.transAxes, va="top", fontsize=8,
-                color="#2a9d8f")
+                color=PALETTE["rounding"])
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("value")
     ax.set_ylabel("error")
@@ -114,7 +129,7 @@ def _positive(levels):
 
 def plot_level_rows(ax, grids: dict, *, title: str = "positive levels (log axis)") -> None:
     """One row of ticks per grid: the positive levels of each number format on a log axis (notebook 11)."""
-    for row, (name, levels) in enumerate(grids.items()):
+    for row, levels in enumerate(grids.values()):
         values = _positive(levels).numpy()
         ax.plot(values, [row] * len(values), "|", markersize=12, color=f"C{row}")
     ax.set_xscale("log")

@@ -12,10 +12,11 @@ each dequantize-op-quantize pattern to an INT8 kernel, it computes in FP32.
 from __future__ import annotations
 
 import copy
-import warnings
 
 import torch
 from torch.utils.data import DataLoader
+
+from qtutor.session import quietly
 
 __all__ = ["quantizer", "export", "quantize_pt2e", "drop_unused_weights", "save", "load", "to_eval"]
 
@@ -35,8 +36,7 @@ def export(model: torch.nn.Module, example: torch.Tensor) -> torch.export.Export
         model.eval()
     except NotImplementedError:  # already an exported module, switched to eval by to_eval
         pass
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quietly():
         return torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
 
 
@@ -54,8 +54,7 @@ def quantize_pt2e(model: torch.nn.Module, loader: DataLoader, example: torch.Ten
 
     from qtutor.ptq import calibrate
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quietly():
         prepared = prepare_pt2e(export(model, example).module(), quantizer(reduce_range=reduce_range))
         calibrate(prepared, loader, batches, progress=False)
         return to_eval(convert_pt2e(prepared))

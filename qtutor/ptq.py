@@ -10,19 +10,29 @@ replacements).
 from __future__ import annotations
 
 import copy
-import warnings
 from pathlib import Path
 
 import torch
-from torch.ao.quantization import (FakeQuantize, HistogramObserver, MinMaxObserver, MovingAverageMinMaxObserver,
-                                   MovingAveragePerChannelMinMaxObserver, PerChannelMinMaxObserver, QConfig,
-                                   QConfigMapping, disable_fake_quant, disable_observer, enable_fake_quant,
-                                   get_default_qconfig_mapping)
+from torch.ao.quantization import (
+    FakeQuantize,
+    HistogramObserver,
+    MinMaxObserver,
+    MovingAverageMinMaxObserver,
+    MovingAveragePerChannelMinMaxObserver,
+    PerChannelMinMaxObserver,
+    QConfig,
+    QConfigMapping,
+    disable_fake_quant,
+    disable_observer,
+    enable_fake_quant,
+    get_default_qconfig_mapping,
+)
 from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx, prepare_qat_fx
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from qtutor.models import save_atomically
+from qtutor.files import save_atomically
+from qtutor.session import quietly
 
 __all__ = [
     "prepare",
@@ -48,19 +58,13 @@ __all__ = [
 ]
 
 
-def _quietly(function, *args, **kwargs):
-    """Call a deprecated torch.ao / torch.jit function without repeating its deprecation warning."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # deprecations, and TorchScript's notes on type annotations
-        return function(*args, **kwargs)
-
-
 def prepare(model: torch.nn.Module, example_inputs: tuple, qconfig_mapping=None) -> torch.fx.GraphModule:
     """``prepare_fx`` with the x86 default qconfig mapping (or ``qconfig_mapping``) on a copy of ``model``."""
     mapping = get_default_qconfig_mapping("x86") if qconfig_mapping is None else qconfig_mapping
     # prepare_fx writes a qconfig attribute into every submodule of the model it is given; a later prepare of
     # the same model would inherit them (a None entry would not clear them), so it gets a copy.
-    return _quietly(prepare_fx, copy.deepcopy(model).eval(), mapping, example_inputs)
+    with quietly():
+        return prepare_fx(copy.deepcopy(model).eval(), mapping, example_inputs)
 
 
 @torch.no_grad()
@@ -80,7 +84,8 @@ def calibrate(prepared: torch.nn.Module, loader: DataLoader, batches: int | None
 
 def convert(prepared: torch.nn.Module) -> torch.nn.Module:
     """``convert_fx``: observers replaced by quantize/dequantize steps and INT8 kernels."""
-    return _quietly(convert_fx, prepared)
+    with quietly():
+        return convert_fx(prepared)
 
 
 def quantize_fx(model: torch.nn.Module, loader: DataLoader, example_inputs: tuple, *, batches: int | None = 20,
@@ -93,13 +98,15 @@ def quantize_fx(model: torch.nn.Module, loader: DataLoader, example_inputs: tupl
 
 def save_torchscript(model: torch.nn.Module, path) -> None:
     """``torch.jit.script(model).save(path)``, as the original saves; written atomically."""
-    scripted = _quietly(torch.jit.script, model)
-    save_atomically(lambda temporary: _quietly(scripted.save, temporary), Path(path))
+    with quietly():
+        scripted = torch.jit.script(model)
+        save_atomically(scripted.save, Path(path))
 
 
 def load_torchscript(path) -> torch.jit.ScriptModule:
     """``torch.jit.load(path)``, as the original loads, in eval mode."""
-    return _quietly(torch.jit.load, str(path), map_location="cpu").eval()
+    with quietly():
+        return torch.jit.load(str(path), map_location="cpu").eval()
 
 
 def rebuild_from_state_dict(model: torch.nn.Module, example_inputs: tuple, path, qconfig_mapping=None):
@@ -108,8 +115,9 @@ def rebuild_from_state_dict(model: torch.nn.Module, example_inputs: tuple, path,
     Without calibration the fresh observers hold no ranges (PyTorch warns and
     uses defaults); the loaded state_dict then supplies every scale and zero-point.
     """
-    converted = _quietly(lambda: convert(prepare(model, example_inputs, qconfig_mapping)))
-    converted.load_state_dict(_quietly(torch.load, path, weights_only=True))
+    with quietly("must run observer before calling calculate_qparams"):  # the empty observers' defaults
+        converted = convert(prepare(model, example_inputs, qconfig_mapping))
+        converted.load_state_dict(torch.load(path, weights_only=True))
     return converted
 
 
@@ -279,7 +287,8 @@ def simulate(model: torch.nn.Module, mapping: QConfigMapping, loader: DataLoader
     on any CPU (notebook 06).
     """
     # prepare_qat_fx (not prepare_fx) so that weights are fake-quantized too; eval mode keeps BN statistics fixed.
-    prepared = _quietly(prepare_qat_fx, copy.deepcopy(model).train(), mapping, example_inputs).eval()
+    with quietly():
+        prepared = prepare_qat_fx(copy.deepcopy(model).train(), mapping, example_inputs).eval()
     prepared.apply(disable_fake_quant)
     calibrate(prepared, loader, batches, progress=False)
     _fix_searched_ranges(prepared)

@@ -18,7 +18,8 @@ from torch.ao.quantization.quantize_fx import prepare_qat_fx
 from torch.utils.data import DataLoader
 
 from qtutor.models import train_epoch
-from qtutor.ptq import _quietly, fake_quant_mapping
+from qtutor.ptq import fake_quant_mapping
+from qtutor.session import quietly
 from qtutor.uniform import fake_quantize, qrange
 
 __all__ = ["FakeQuantizeSTE", "ste_fake_quantize", "qat_mapping", "prepare_qat", "fine_tune"]
@@ -60,7 +61,8 @@ def qat_mapping(bits: int = 8, activation_bits: int | None = None):
 def prepare_qat(model: torch.nn.Module, example_inputs: tuple, bits: int = 8,
                 activation_bits: int | None = None) -> torch.fx.GraphModule:
     """``prepare_qat_fx`` on a copy of ``model``: fused modules with fake quantization, ready to train."""
-    return _quietly(prepare_qat_fx, copy.deepcopy(model).train(), qat_mapping(bits, activation_bits), example_inputs)
+    with quietly():
+        return prepare_qat_fx(copy.deepcopy(model).train(), qat_mapping(bits, activation_bits), example_inputs)
 
 
 def fine_tune(model: torch.nn.Module, loader: DataLoader, *, epochs: int = 1, learning_rate: float = 1e-4,

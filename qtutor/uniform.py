@@ -22,6 +22,8 @@ import math
 
 import torch
 
+from qtutor._validate import MAX_BITS, MIN_BITS, affine_params, check_bits, finite_tensor, float_input
+
 __all__ = [
     "MIN_BITS",
     "MAX_BITS",
@@ -36,18 +38,8 @@ __all__ = [
     "sqnr_db",
 ]
 
-MIN_BITS = 2
-MAX_BITS = 16
-
 # torch.finfo(torch.float32).eps: PyTorch's observers never return a smaller scale.
 _EPS = torch.finfo(torch.float32).eps
-
-
-def _check_bits(bits: int, low: int = MIN_BITS, high: int = MAX_BITS) -> int:
-    """Return ``bits`` if it is a whole number in ``low..high`` (2..16 by default), else raise ValueError."""
-    if isinstance(bits, bool) or not isinstance(bits, int) or not low <= bits <= high:
-        raise ValueError(f"bits={bits!r}: expected a whole number from {low} to {high}")
-    return bits
 
 
 def qrange(bits: int = 8, signed: bool = False) -> tuple[int, int]:
@@ -59,7 +51,7 @@ def qrange(bits: int = 8, signed: bool = False) -> tuple[int, int]:
     >>> qrange(8), qrange(8, signed=True), qrange(4)
     ((0, 255), (-128, 127), (0, 15))
     """
-    _check_bits(bits)
+    check_bits(bits)
     if signed:
         return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
     return 0, 2**bits - 1
@@ -71,29 +63,10 @@ def integer_dtype(bits: int = 8, signed: bool = False) -> torch.dtype:
     uint8/int8 up to 8 bits, int16 for signed codes up to 16 bits, int32 for
     unsigned codes of 9 to 16 bits. Introduced in notebook 01.
     """
-    _check_bits(bits)
+    check_bits(bits)
     if bits <= 8:
         return torch.int8 if signed else torch.uint8
     return torch.int16 if signed else torch.int32
-
-
-def _as_float_tensor(value, name: str) -> torch.Tensor:
-    """``value`` (number or tensor) as a float32 tensor whose values are all finite."""
-    tensor = torch.as_tensor(value).detach()
-    if tensor.is_complex() or tensor.dtype == torch.bool:
-        raise ValueError(f"{name}={value!r}: expected real numbers")
-    tensor = tensor.to(torch.float32)
-    if not torch.isfinite(tensor).all():
-        raise ValueError(f"{name}={_show(tensor)}: expected finite numbers, not NaN or infinity")
-    return tensor
-
-
-def _show(tensor: torch.Tensor) -> str:
-    """A short printable form of a tensor for error messages."""
-    if tensor.numel() == 1:
-        return repr(tensor.item())
-    values = ", ".join(f"{v:g}" for v in tensor.flatten()[:4].tolist())
-    return f"[{values}{', ...' if tensor.numel() > 4 else ''}] (shape {tuple(tensor.shape)})"
 
 
 def qparams(min_val, max_val, *, bits: int = 8, signed: bool = False, symmetric: bool = False):
@@ -120,8 +93,8 @@ def qparams(min_val, max_val, *, bits: int = 8, signed: bool = False, symmetric:
     (tensor(0.0078), tensor(128))
     """
     qmin, qmax = qrange(bits, signed)
-    low = _as_float_tensor(min_val, "min_val")
-    high = _as_float_tensor(max_val, "max_val")
+    low = finite_tensor(min_val, "min_val")
+    high = finite_tensor(max_val, "max_val")
     if low.shape != high.shape or low.dim() > 1:
         raise ValueError(
             f"min_val shape {tuple(low.shape)} and max_val shape {tuple(high.shape)}: "
@@ -148,58 +121,13 @@ def qparams(min_val, max_val, *, bits: int = 8, signed: bool = False, symmetric:
     return scale, zero_point
 
 
-def _channel_view(param: torch.Tensor, x: torch.Tensor, axis: int | None, name: str) -> torch.Tensor:
-    """Shape a per-channel ``param`` so it broadcasts along ``axis`` of ``x``."""
-    if axis is None:
-        if param.numel() != 1:
-            raise ValueError(
-                f"{name} has {param.numel()} values but axis=None: expected one value "
-                "(pass axis=... for per-channel quantization)"
-            )
-        return param.reshape(())
-    if isinstance(axis, bool) or not isinstance(axis, int) or not -x.dim() <= axis < x.dim():
-        raise ValueError(f"axis={axis!r}: expected an integer from {-x.dim()} to {x.dim() - 1} "
-                         f"for a tensor of shape {tuple(x.shape)}")
-    axis = axis % x.dim()
-    channels = x.shape[axis]
-    if param.dim() > 1 or param.numel() not in (1, channels):
-        raise ValueError(
-            f"{name} has shape {tuple(param.shape)}: expected one value or {channels} values, "
-            f"one per channel of axis {axis}"
-        )
-    shape = [1] * x.dim()
-    shape[axis] = -1
-    return param.reshape(-1).reshape(shape) if param.numel() == channels else param.reshape(())
-
-
-def _checked_params(x, scale, zero_point, bits, signed, axis):
-    """Validate and broadcast ``scale`` and ``zero_point`` against ``x``."""
+def _checked(x, scale, zero_point, bits, signed, axis):
+    """``x`` as float32, and the scale and zero-point checked against the code range and shaped along ``axis``."""
     qmin, qmax = qrange(bits, signed)
-    scale_t = _as_float_tensor(scale, "scale")
-    if (scale_t <= 0).any():
-        raise ValueError(f"scale={_show(scale_t)}: expected positive numbers")
-    zp_t = torch.as_tensor(zero_point).detach()
-    if zp_t.is_floating_point() and not torch.equal(zp_t, zp_t.round()):
-        raise ValueError(f"zero_point={_show(zp_t)}: expected whole numbers")
-    zp_t = zp_t.to(torch.int64)
-    if ((zp_t < qmin) | (zp_t > qmax)).any():
-        kind = "signed" if signed else "unsigned"
-        raise ValueError(
-            f"zero_point={_show(zp_t)}: expected values in {qmin}..{qmax}, "
-            f"the {kind} {bits}-bit range"
-        )
-    return _channel_view(scale_t, x, axis, "scale"), _channel_view(zp_t, x, axis, "zero_point")
-
-
-def _as_input(x) -> torch.Tensor:
-    """``x`` as a float32 tensor, without NaN values."""
-    x = torch.as_tensor(x)
-    if not x.is_floating_point():
-        raise ValueError(f"x has dtype {x.dtype}: expected a floating-point tensor")
-    x = x.to(torch.float32)
-    if x.numel() and torch.isnan(x.max()):  # max propagates NaN; one pass, no temporary mask
-        raise ValueError("x contains NaN: expected numbers (NaN has no quantized code)")
-    return x
+    x = float_input(x)
+    kind = f"{'signed' if signed else 'unsigned'} {bits}-bit"
+    scale_b, zp_b = affine_params(x, scale, zero_point, axis, code_range=(qmin, qmax), kind=kind)
+    return x, scale_b, zp_b, qmin, qmax
 
 
 BLOCK = 1 << 21  # values per block in quantize: 2M float32 = 8 MB
@@ -225,9 +153,7 @@ def quantize(x, scale, zero_point, *, bits: int = 8, signed: bool = False, axis:
     >>> quantize(torch.tensor([-1.0, 0.0, 0.5, 1.0]), 2 / 255, 128)
     tensor([  1, 128, 192, 255], dtype=torch.uint8)
     """
-    qmin, qmax = qrange(bits, signed)
-    x = _as_input(x)
-    scale_b, zp_b = _checked_params(x, scale, zero_point, bits, signed, axis)
+    x, scale_b, zp_b, qmin, qmax = _checked(x, scale, zero_point, bits, signed, axis)
     if axis is not None:
         return _codes(x, scale_b, zp_b, qmin, qmax).to(integer_dtype(bits, signed))
     # Per tensor, block by block: each float32 intermediate is 8 MB and stays in cache (4x faster on 16M values).
@@ -241,18 +167,16 @@ def quantize(x, scale, zero_point, *, bits: int = 8, signed: bool = False, axis:
 def dequantize(q, scale, zero_point, *, axis: int | None = None) -> torch.Tensor:
     """Real values of integer codes ``q``: ``(q - zero_point) * scale`` in float32.
 
-    ``axis`` as in :func:`quantize`. Bit-exact against ``Tensor.dequantize()``
-    of PyTorch's quantized tensors. Introduced in notebook 01.
+    ``axis`` as in :func:`quantize`; the scale and zero-point are checked as
+    there (a zero-point of 1.5 is refused, not truncated), except that any
+    whole zero-point is accepted: the codes' width is not known here.
+    Bit-exact against ``Tensor.dequantize()`` of PyTorch's quantized tensors.
+    Introduced in notebook 01.
     """
     q = torch.as_tensor(q)
     if q.is_floating_point() or q.is_complex() or q.dtype == torch.bool:
         raise ValueError(f"q has dtype {q.dtype}: expected an integer tensor of codes")
-    scale_t = _as_float_tensor(scale, "scale")
-    if (scale_t <= 0).any():
-        raise ValueError(f"scale={_show(scale_t)}: expected positive numbers")
-    zp_t = torch.as_tensor(zero_point).detach().to(torch.int64)
-    scale_b = _channel_view(scale_t, q, axis, "scale")
-    zp_b = _channel_view(zp_t, q, axis, "zero_point")
+    scale_b, zp_b = affine_params(q, scale, zero_point, axis)
     # float32 holds every code of up to 16 bits exactly, so subtracting there equals integer subtraction.
     return q.to(torch.float32).sub_(zp_b).mul_(scale_b)
 
@@ -265,9 +189,7 @@ def fake_quantize(x, scale, zero_point, *, bits: int = 8, signed: bool = False,
     Bit-exact against ``torch.fake_quantize_per_tensor_affine`` and
     ``torch.fake_quantize_per_channel_affine``. Introduced in notebook 01.
     """
-    qmin, qmax = qrange(bits, signed)
-    x = _as_input(x)
-    scale_b, zp_b = _checked_params(x, scale, zero_point, bits, signed, axis)
+    x, scale_b, zp_b, qmin, qmax = _checked(x, scale, zero_point, bits, signed, axis)
     return (_codes(x, scale_b, zp_b, qmin, qmax) - zp_b) * scale_b
 
 
@@ -280,7 +202,7 @@ def fake_quantize_per_group(x, group_size: int, *, bits: int = 4, signed: bool =
     :func:`qparams`, as per-channel quantization does for whole rows. Weight-only
     INT4 formats use groups of 32 to 128. Introduced in notebook 02.
     """
-    x = _as_input(x)
+    x = float_input(x)
     if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1 \
             or x.dim() == 0 or x.shape[-1] % group_size:
         raise ValueError(f"group_size={group_size!r}: expected a whole number that divides the last dimension "

@@ -1,13 +1,15 @@
-"""Interactive explorers: ipywidgets controls wired to pure figure functions.
+"""Interactive explorers: ipywidgets controls wired to the figure functions of :mod:`qtutor.figures`.
 
-Each explorer has two halves. A ``*_figure`` function takes plain arguments and
-returns ``(figure, stats)``; it is what the unit tests call at the controls'
-extremes. A ``*_explorer`` function builds the sliders and redraws the figure
-whenever one moves.
+An explorer is a column of control rows over a picture and a line of numbers.
+Moving a control calls its figure function with the controls' values and
+shows the ``(figure, stats)`` it returns: the figure as a PNG in an ``Image``
+widget, the stats as a readout in an ``HTML`` widget. A redraw changes
+widget state only (no output streams), which keeps nbval's comparison of the
+notebook stable.
 
-The figure is shown as a PNG in an ``Image`` widget and the numbers in an
-``HTML`` widget, so a redraw changes widget state only: no output streams,
-which keeps nbval's comparison of the notebook stable.
+Every explorer carries its parts by name: ``box.controls`` (keyword name ->
+widget), ``box.picture``, ``box.readout``, and what it last drew,
+``box.last_figure`` and ``box.last_stats``.
 """
 
 from __future__ import annotations
@@ -17,135 +19,45 @@ import io
 
 import ipywidgets as widgets
 import torch
-from matplotlib.ticker import MaxNLocator
 
+from qtutor import figures
 from qtutor.formats import FORMATS
-from qtutor.intmath import fixed_point_multiplier, requantize
-from qtutor.largemodels import smooth, smoothing_factors, w8a8_linear
 from qtutor.nonuniform import METHODS
-from qtutor.observers import clip_errors
-from qtutor.plots import draw_bit_layout, new_figure, plot_error, plot_levels
-from qtutor.uniform import dequantize, fake_quantize, mse, qparams, qrange, quantize, sqnr_db
 
 __all__ = [
-    "format_stats",
-    "describe_format",
-    "describe_uniform",
-    "describe_clipping",
-    "describe_method",
-    "describe_requantize",
-    "format_figure",
     "format_explorer",
-    "uniform_figure",
     "uniform_explorer",
-    "clipping_figure",
     "clipping_explorer",
-    "METHODS",
-    "method_figure",
     "method_explorer",
-    "requantize_figure",
     "requantize_explorer",
-    "layer_figure",
     "layer_explorer",
-    "precision_figure",
     "precision_explorer",
-    "ste_figure",
     "ste_explorer",
-    "smoothquant_figure",
     "smoothquant_explorer",
 ]
 
 
-def format_stats(stats: dict) -> str:
-    """One line of ``name=value`` pairs, numbers rounded for reading."""
-    parts = []
-    for name, value in stats.items():
-        parts.append(f"{name}={value:.4g}" if isinstance(value, float) else f"{name}={value}")
-    return "  ".join(parts)
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
 
 
-def _percent(fraction: float) -> str:
-    return f"{100 * fraction:.3g} %"
+def _explorer(figure_function, controls: dict, *, rows=None, describe=figures.format_stats, before_redraw=None,
+              after_redraw=None, **fixed) -> widgets.VBox:
+    """Wire ``controls`` (keyword name -> widget) to ``figure_function(**fixed, **values)``; return the explorer.
 
-
-def describe_format(stats: dict) -> str:
-    """The format explorer's readout (notebook 00)."""
-    return (f"stored as {stats['stored']!r}  ·  absolute error {stats['abs_error']:.3g}  ·  "
-            f"relative error {_percent(stats['rel_error'])}")
-
-
-def describe_uniform(stats: dict) -> str:
-    """The uniform explorer's readout (notebook 01)."""
-    return (f"scale {stats['scale']:.4g}  ·  zero-point {stats['zero_point']}  ·  MSE {stats['mse']:.4g}  ·  "
-            f"SQNR {stats['sqnr_db']:.1f} dB  ·  {_percent(stats['clipped'])} of values clipped")
-
-
-def describe_clipping(stats: dict) -> str:
-    """The clipping explorer's readout (notebook 02)."""
-    return (f"clip at ±{stats['clip']:.3g}  ·  clipping MSE {stats['clipping']:.3g} + rounding MSE "
-            f"{stats['rounding']:.3g} = {stats['total']:.3g}  ·  {_percent(stats['clipped_fraction'])} of values "
-            "clipped")
-
-
-def describe_method(stats: dict) -> str:
-    """The method explorer's readout (notebooks 03, 04)."""
-    return f"SQNR {stats['sqnr_db']:.1f} dB  ·  MSE {stats['mse']:.3g}  ·  {stats['levels_used']} levels used"
-
-
-def describe_requantize(stats: dict) -> str:
-    """The requantization explorer's readout (notebook 05)."""
-    return (f"m0 keeps {stats['mantissa_bits']} significant bits  ·  multiplier off by "
-            f"{_percent(stats['multiplier_rel_error'])}  ·  {_percent(stats['outputs_changed'])} of outputs change, "
-            f"by at most {stats['max_change']} code{'s' if stats['max_change'] != 1 else ''}")
-
-
-def uniform_figure(x, *, bits: int = 8, low: float = -1.0, high: float = 1.0, zero_point: int | None = None,
-                   signed: bool = False):
-    """Quantize ``x`` over ``[low, high]`` at ``bits``; draw histogram + levels and the error (notebook 01).
-
-    ``zero_point`` overrides the one :func:`qtutor.qparams` derives (clamped
-    into the code range), to show what a shifted grid does. Returns
-    ``(figure, stats)`` with the scale, zero-point, MSE, SQNR and the fraction
-    of values that were clipped.
+    ``rows`` lists the controls' names row by row as they appear (default: one
+    row, in the order of ``controls``). ``before_redraw``, if given, receives
+    the values and returns them adjusted (for controls that depend on each
+    other); ``after_redraw``, if given, receives the stats drawn (to show them
+    on controls). Controls they set while drawing do not cause another redraw.
+    ``describe`` turns the stats into the readout under the picture.
     """
-    x = torch.as_tensor(x, dtype=torch.float32)
-    low, high = min(low, high), max(low, high)
-    scale, derived_zero_point = qparams(low, high, bits=bits, signed=signed)
-    qmin, qmax = qrange(bits, signed)
-    zp = derived_zero_point if zero_point is None else torch.tensor(min(max(int(zero_point), qmin), qmax))
-    x_hat = fake_quantize(x, scale, zp, bits=bits, signed=signed)
-    levels = dequantize(torch.arange(qmin, qmax + 1), scale, zp)
-    figure, (left, right) = new_figure(10, 3.2, ncols=2)
-    plot_levels(left, x, levels, title=f"{bits}-bit grid: scale={scale.item():.4g}, zero-point={zp.item()}")
-    plot_error(right, x, x_hat, step=scale.item())
-    stats = {
-        "scale": scale.item(),
-        "zero_point": int(zp.item()),
-        "mse": mse(x, x_hat),
-        "sqnr_db": sqnr_db(x, x_hat),
-        "clipped": ((x < levels[0] - scale / 2) | (x > levels[-1] + scale / 2)).float().mean().item(),
-    }
-    return figure, stats
-
-
-def _explorer_box(*control_rows) -> widgets.VBox:
-    """Rows of controls, then the picture (``Image``) and the numbers (``HTML``)."""
-    rows = [widgets.HBox(list(row)) for row in control_rows]
-    return widgets.VBox(rows + [widgets.Image(format="png"), widgets.HTML()])
-
-
-def _explorer(rows, figure_function, controls: dict, before_redraw=None, after_redraw=None, describe=format_stats,
-              **fixed) -> widgets.VBox:
-    """Wire ``controls`` (keyword name -> widget) to ``figure_function(**fixed, **values)``.
-
-    ``rows`` lists the controls row by row as they appear; ``before_redraw``,
-    if given, receives the values and returns them adjusted (for controls
-    that depend on each other); ``after_redraw``, if given, receives the stats
-    drawn (to show them on controls). Controls they set while drawing do not
-    cause another redraw. ``describe`` turns the stats into the line of text
-    shown under the picture.
-    """
-    box = _explorer_box(*rows)
+    rows = [list(controls)] if rows is None else rows
+    picture, readout = widgets.Image(format="png"), widgets.HTML()
+    box = widgets.VBox([widgets.HBox([controls[name] for name in row]) for row in rows] + [picture, readout])
+    box.controls, box.picture, box.readout = controls, picture, readout
     drawing = []  # non-empty while a redraw runs
 
     def redraw(_change=None):
@@ -156,7 +68,9 @@ def _explorer(rows, figure_function, controls: dict, before_redraw=None, after_r
             values = {name: control.value for name, control in controls.items()}
             if before_redraw is not None:
                 values = before_redraw(values)
-            _show(box, figure_function, describe, **fixed, **values)
+            box.last_figure, box.last_stats = figure_function(**fixed, **values)
+            picture.value = _png(box.last_figure)
+            readout.value = f"<code>{html.escape(describe(box.last_stats))}</code>"
             if after_redraw is not None:
                 after_redraw(box.last_stats)
         finally:
@@ -168,22 +82,16 @@ def _explorer(rows, figure_function, controls: dict, before_redraw=None, after_r
     return box
 
 
-def _show(box: widgets.VBox, figure_function, describe, **kwargs) -> None:
-    """Redraw the box's picture and numbers from ``figure_function(**kwargs)``.
-
-    The figure and stats are kept on the box as ``last_figure`` and
-    ``last_stats``, so tests (and curious learners) can read what was drawn.
-    """
-    figure, stats = figure_function(**kwargs)
-    box.last_figure, box.last_stats = figure, stats
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    box.children[-2].value = buffer.getvalue()
-    box.children[-1].value = f"<code>{html.escape(describe(stats))}</code>"
+def format_explorer(value: float = 0.1) -> widgets.VBox:
+    """A number box and a format picker over :func:`qtutor.figures.format_figure` (notebook 00)."""
+    number = widgets.FloatText(value=value, description="value")
+    picker = widgets.Dropdown(options=list(FORMATS), value="FP16", description="format")
+    return _explorer(figures.format_figure, dict(format_name=picker, value=number),
+                     describe=figures.describe_format)
 
 
 def uniform_explorer(x) -> widgets.VBox:
-    """Sliders for bits, range and zero-point over :func:`uniform_figure` (notebook 01)."""
+    """Sliders for bits, range and zero-point over :func:`qtutor.figures.uniform_figure` (notebook 01)."""
     x = torch.as_tensor(x, dtype=torch.float32)
     top = max(float(x.abs().max()), 1e-3)
     bits = widgets.IntSlider(value=3, min=2, max=8, description="bits")
@@ -204,320 +112,63 @@ def uniform_explorer(x) -> widgets.VBox:
         if zero_point.disabled:  # the slider shows the zero-point the range gives, greyed out
             zero_point.value = stats["zero_point"]
 
-    return _explorer([[bits, value_range], [auto, zero_point]], uniform_figure,
-                     dict(bits=bits, value_range=value_range, auto=auto, zero_point=zero_point),
-                     before_redraw=adjust, after_redraw=show_derived, describe=describe_uniform, x=x)
-
-
-def clipping_figure(x, *, clip: float = 1.0, bits: int = 4, points: int = 40):
-    """Clip ``x`` at ``clip * max|x|`` and show how clipping and rounding error trade off (notebook 02).
-
-    Left: the histogram with the clipping range. Right: clipping, rounding and
-    total MSE as the clipping fraction sweeps (0, 1], with the chosen one marked.
-    Returns ``(figure, stats)``.
-    """
-    x = torch.as_tensor(x, dtype=torch.float32)
-    top = float(x.abs().max())
-    clip = min(max(float(clip), 1e-3), 1.0)
-    fractions = torch.linspace(1.0 / points, 1.0, points).tolist()
-    curves = [clip_errors(x, -f * top, f * top, bits=bits, signed=True) for f in fractions]
-    chosen = clip_errors(x, -clip * top, clip * top, bits=bits, signed=True)
-    figure, (left, right) = new_figure(10, 3.2, ncols=2)
-    left.hist(x.flatten().numpy(), bins=150, color="#9db4c0")
-    for edge in (-clip * top, clip * top):
-        left.axvline(edge, color="#c44536")
-    left.set_yscale("log")
-    left.set_xlabel("value")
-    left.set_ylabel("count (log scale)")
-    left.set_title(f"clip at ±{clip * top:.3g} ({chosen['clipped_fraction']:.2%} of values clipped)", fontsize=10)
-    # A log axis, with anything below a thousandth of the smallest total (zero included) drawn at that floor.
-    floor = max(min(c["total"] for c in curves) / 1e3, 1e-30)
-    for name, colour in (("clipping", "#e76f51"), ("rounding", "#2a9d8f"), ("total", "#264653")):
-        right.plot(fractions, [max(c[name], floor) for c in curves], label=name, color=colour)
-    right.plot([clip], [max(chosen["total"], floor)], "o", color="black")
-    right.set_yscale("log")
-    right.set_xlabel("clipping range as a fraction of max|x|")
-    right.set_ylabel("MSE")
-    right.set_title(f"{bits}-bit signed affine grid over ±clip: error against clipping range", fontsize=10)
-    right.legend(fontsize=8)
-    stats = {"clip": clip * top, **chosen}
-    return figure, stats
+    return _explorer(figures.uniform_figure, dict(bits=bits, value_range=value_range, auto=auto, zero_point=zero_point),
+                     rows=[["bits", "value_range"], ["auto", "zero_point"]], before_redraw=adjust,
+                     after_redraw=show_derived, describe=figures.describe_uniform, x=x)
 
 
 def clipping_explorer(x) -> widgets.VBox:
-    """A slider for the clipping range and one for bits over :func:`clipping_figure` (notebook 02)."""
+    """A slider for the clipping range and one for bits over :func:`qtutor.figures.clipping_figure` (notebook 02)."""
     x = torch.as_tensor(x, dtype=torch.float32)
     clip = widgets.FloatSlider(value=1.0, min=0.02, max=1.0, step=0.02, description="clip")
     bits = widgets.IntSlider(value=4, min=2, max=8, description="bits")
-    return _explorer([[clip, bits]], clipping_figure, dict(clip=clip, bits=bits), describe=describe_clipping, x=x)
-
-
-def format_figure(value: float = 0.1, format_name: str = "FP16"):
-    """Store ``value`` in one of :data:`qtutor.formats.FORMATS`; draw its bits and report the error (notebook 00).
-
-    Integer formats round to the nearest whole number and saturate at their
-    limits; float formats round to the nearest representable value, overflow
-    to infinity and underflow to zero. Returns ``(figure, stats)``.
-    """
-    dtype = FORMATS[format_name]
-    if dtype.is_floating_point:
-        stored = torch.tensor(value, dtype=torch.float64).to(dtype).item()
-    else:
-        info = torch.iinfo(dtype)
-        stored = float(min(max(round(value), info.min), info.max))
-    figure, ax = new_figure(9, 1.3)
-    draw_bit_layout(ax, stored, dtype, label=f"{value!r} stored as {format_name}: {stored!r}")
-    error = abs(stored - value)
-    stats = {"stored": stored, "abs_error": error, "rel_error": error / abs(value) if value else 0.0}
-    return figure, stats
-
-
-def format_explorer(value: float = 0.1) -> widgets.VBox:
-    """A number box and a format picker over :func:`format_figure` (notebook 00)."""
-    number = widgets.FloatText(value=value, description="value")
-    picker = widgets.Dropdown(options=list(FORMATS), value="FP16", description="format")
-    return _explorer([[picker, number]], format_figure, dict(format_name=picker, value=number),
-                     describe=describe_format)
-
-
-def method_figure(x, *, method: str = "uniform", bits: int = 3):
-    """Quantize ``x`` with one of :data:`METHODS`; draw the levels it used and the error (notebooks 03, 04).
-
-    The levels are drawn on a symmetric-log axis (linear near zero), so that
-    levels crowded near zero stay apart. Returns ``(figure, stats)`` with the
-    SQNR, MSE and number of distinct levels used.
-    """
-    if method not in METHODS:
-        raise ValueError(f"method={method!r}: expected one of {list(METHODS)}")
-    x = torch.as_tensor(x, dtype=torch.float32)
-    x_hat = METHODS[method](x, bits)
-    levels = torch.unique(x_hat)
-    figure, (left, right) = new_figure(10, 3.2, ncols=2)
-    plot_levels(left, x, levels, title=f"{method}, {bits} bits: {len(levels)} levels used", symlog=True)
-    plot_error(right, x, x_hat)
-    stats = {"sqnr_db": sqnr_db(x, x_hat), "mse": mse(x, x_hat), "levels_used": len(levels)}
-    return figure, stats
+    return _explorer(figures.clipping_figure, dict(clip=clip, bits=bits), describe=figures.describe_clipping, x=x)
 
 
 def method_explorer(x, methods=tuple(METHODS)) -> widgets.VBox:
-    """A method picker and a bits slider over :func:`method_figure` (notebooks 03, 04)."""
+    """A method picker and a bits slider over :func:`qtutor.figures.method_figure` (notebooks 03, 04)."""
     x = torch.as_tensor(x, dtype=torch.float32)
     picker = widgets.ToggleButtons(options=list(methods), description="method")
     bits = widgets.IntSlider(value=3, min=2, max=8, description="bits")
-    return _explorer([[bits, picker]], method_figure, dict(bits=bits, method=picker), describe=describe_method, x=x)
-
-
-def requantize_figure(acc, *, multiplier: float, zero_point: int, mantissa_bits: int = 24):
-    """Requantize with ``m0`` cut to ``mantissa_bits`` significant bits, against the full one (notebook 05).
-
-    A float32 multiplier has 24 significant bits, so any width from 24 up
-    gives the same outputs. Uses the fixed-point :func:`requantize`. Returns
-    ``(figure, stats)``: how many outputs change, by how much, and the
-    multiplier's relative error.
-    """
-    exact = requantize(acc, multiplier, zero_point).to(torch.int64)
-    approx = requantize(acc, multiplier, zero_point, mantissa_bits=mantissa_bits).to(torch.int64)
-    difference = approx - exact
-    m0, shift = fixed_point_multiplier(multiplier, mantissa_bits=mantissa_bits)
-    represented = m0.double() * torch.exp2(-shift.double())
-    relative = abs(represented.item() - float(multiplier)) / float(multiplier)
-    figure, (left, right) = new_figure(10, 3.0, ncols=2)
-    left.scatter(acc.flatten().numpy(), approx.flatten().numpy(), s=2, color="#3d405b")
-    left.xaxis.set_major_locator(MaxNLocator(5))
-    left.ticklabel_format(axis="x", style="sci", scilimits=(-3, 3))
-    left.set_xlabel("int32 accumulator")
-    left.set_ylabel("uint8 output")
-    left.set_title(f"M = {float(multiplier):.6g} as {m0.item()} * 2^-{shift.item()}", fontsize=10)
-    values, counts = torch.unique(difference, return_counts=True)
-    right.bar(values.numpy(), counts.numpy(), color="#e76f51", width=0.6)
-    right.xaxis.set_major_locator(MaxNLocator(integer=True))
-    right.set_yscale("log")
-    right.set_xlabel(f"output change, {mantissa_bits}-bit m0 against the full one (codes)")
-    right.set_ylabel("outputs")
-    stats = {
-        "mantissa_bits": mantissa_bits,
-        "multiplier_rel_error": relative,
-        "outputs_changed": (difference != 0).float().mean().item(),
-        "max_change": int(difference.abs().max()),
-    }
-    return figure, stats
+    return _explorer(figures.method_figure, dict(bits=bits, method=picker), describe=figures.describe_method, x=x)
 
 
 def requantize_explorer(acc, *, multiplier: float, zero_point: int) -> widgets.VBox:
-    """A slider for the multiplier's significant bits over :func:`requantize_figure` (notebook 05)."""
+    """A slider for the multiplier's significant bits over :func:`qtutor.figures.requantize_figure` (notebook 05)."""
     bits = widgets.IntSlider(value=8, min=1, max=31, description="m0 bits")
-    return _explorer([[bits]], requantize_figure, dict(mantissa_bits=bits), describe=describe_requantize, acc=acc,
-                     multiplier=multiplier, zero_point=zero_point)
-
-
-def layer_figure(activations: dict, layers: list[dict], *, layer: str):
-    """One layer's float activations against the range its quantization parameters cover (notebook 06).
-
-    ``activations`` maps layer names to the float tensors its observer saw
-    (:func:`qtutor.ptq.observed_activations`); ``layers`` are the rows of
-    :func:`qtutor.ptq.quantized_layers`, whose ``quant_min``/``quant_max`` give
-    the codes the observer planned for (0..127 with ``reduce_range``).
-    Returns ``(figure, stats)``.
-    """
-    row = next((r for r in layers if r["layer"] == layer), None)
-    if row is None or layer not in activations:
-        raise ValueError(f"layer={layer!r}: expected one of the quantized layers with recorded activations")
-    x = activations[layer].flatten().to(torch.float32)
-    scale, zero_point = row["scale"], row["zero_point"]
-    low, high = row.get("quant_min", 0), row.get("quant_max", 255)
-    bits = (high - low + 1).bit_length() - 1
-    levels = dequantize(torch.arange(low, high + 1), scale, zero_point)
-    codes = quantize(x, scale, zero_point - low, bits=bits) + low  # codes within the planned range
-    x_hat = dequantize(codes, scale, zero_point)
-    used = torch.unique(codes)
-    figure, (left, right) = new_figure(10, 3.2, ncols=2)
-    left.axvspan(levels[0].item(), levels[-1].item(), color="#c44536", alpha=0.12,
-                 label=f"codes {low}..{high}")
-    left.hist(x.numpy(), bins=120, color="#9db4c0")
-    left.set_yscale("log")
-    left.set_title(f"{layer} ({row['kind']})", fontsize=10)
-    left.set_xlabel("float activation")
-    left.set_ylabel("count")
-    left.legend(fontsize=8)
-    right.hist(codes.numpy(), bins=high - low + 1, range=(low - 0.5, high + 0.5), color="#2a9d8f")
-    right.set_yscale("log")
-    right.set_xlabel(f"code ({low}..{high})")
-    right.set_ylabel("count")
-    right.set_title(f"scale {scale:.4g}, zero-point {zero_point}: {len(used)} of {high - low + 1} codes used",
-                    fontsize=10)
-    stats = {"scale": scale, "zero_point": zero_point, "codes": high - low + 1, "codes_used": len(used),
-             "sqnr_db": sqnr_db(x, x_hat),
-             "clipped": ((x < levels[0] - scale / 2) | (x > levels[-1] + scale / 2)).float().mean().item()}
-    return figure, stats
+    return _explorer(figures.requantize_figure, dict(mantissa_bits=bits), describe=figures.describe_requantize,
+                     acc=acc, multiplier=multiplier, zero_point=zero_point)
 
 
 def layer_explorer(activations: dict, layers: list[dict]) -> widgets.VBox:
-    """A layer picker over :func:`layer_figure` (notebook 06)."""
+    """A layer picker over :func:`qtutor.figures.layer_figure` (notebook 06)."""
     names = [r["layer"] for r in layers if r["layer"] in activations]
     picker = widgets.Dropdown(options=names, value=names[0], description="layer",
                               layout=widgets.Layout(width="60%"))
-    return _explorer([[picker]], layer_figure, dict(layer=picker), activations=activations, layers=layers)
-
-
-def precision_figure(outputs: dict, *, variant: str, reference: str = "FP32"):
-    """How far one numeric variant's outputs (logits) move from the reference's (notebook 07).
-
-    ``outputs`` maps a variant name ("FP32", "BF16", "INT8 static", ...) to
-    the same inputs' output tensors. Returns ``(figure, stats)`` with the
-    largest and mean absolute difference and the share of top-1 predictions
-    that agree with the reference.
-    """
-    if variant not in outputs or reference not in outputs:
-        raise ValueError(f"variant={variant!r}: expected one of {list(outputs)}")
-    base, other = outputs[reference].to(torch.float32), outputs[variant].to(torch.float32)
-    difference = (other - base).flatten()
-    figure, (left, right) = new_figure(10, 3.0, ncols=2)
-    left.hist(difference.numpy(), bins=60, color="#e76f51")
-    left.set_xlabel(f"{variant} - {reference} (logit difference)")
-    left.set_ylabel("logits (count)")
-    left.set_title(f"{variant}: output differences", fontsize=10)
-    right.scatter(base.flatten().numpy(), other.flatten().numpy(), s=4, color="#264653")
-    right.set_xlabel(f"{reference} logit")
-    right.set_ylabel(f"{variant} logit")
-    stats = {"max_abs_diff": difference.abs().max().item(), "mean_abs_diff": difference.abs().mean().item(),
-             "top1_agreement": (other.argmax(1) == base.argmax(1)).float().mean().item()}
-    right.set_title(f"top-1 agreement {stats['top1_agreement']:.1%}", fontsize=10)
-    return figure, stats
+    return _explorer(figures.layer_figure, dict(layer=picker), activations=activations, layers=layers)
 
 
 def precision_explorer(outputs: dict, reference: str = "FP32") -> widgets.VBox:
-    """A picker of numeric variants over :func:`precision_figure` (notebook 07)."""
+    """A picker of numeric variants over :func:`qtutor.figures.precision_figure` (notebook 07)."""
     variants = [name for name in outputs if name != reference]
     picker = widgets.ToggleButtons(options=variants, description="variant")
-    return _explorer([[picker]], precision_figure, dict(variant=picker), outputs=outputs, reference=reference)
-
-
-def ste_figure(*, bits: int = 3, high: float = 1.0):
-    """The fake-quantize function over [-2, 2] and the gradient the straight-through estimator passes (notebook 08).
-
-    The grid is signed and symmetric over ``[-high, high]`` as PyTorch computes
-    it, so its levels run from ``-2**(bits-1) * scale`` to
-    ``(2**(bits-1) - 1) * scale``. Returns ``(figure, stats)``.
-    """
-    from qtutor.qat import ste_fake_quantize
-
-    x = torch.linspace(-2, 2, 801, requires_grad=True)
-    scale, zero_point = qparams(-high, high, bits=bits, signed=True, symmetric=True)
-    qmin, qmax = qrange(bits, signed=True)
-    low_level, high_level = (qmin - zero_point.item()) * scale.item(), (qmax - zero_point.item()) * scale.item()
-    y = ste_fake_quantize(x, scale, zero_point, bits=bits, signed=True)
-    y.sum().backward()
-    figure, (left, right) = new_figure(10, 3.0, ncols=2)
-    left.plot(x.detach().numpy(), x.detach().numpy(), color="grey", linewidth=0.8, label="identity")
-    left.plot(x.detach().numpy(), y.detach().numpy(), color="#264653", label="fake_quantize")
-    left.set_xlabel("input x")
-    left.set_ylabel("fake_quantize(x)")
-    left.legend(fontsize=8)
-    left.set_title(f"forward: {bits} bits, levels {low_level:.2f} .. {high_level:.2f} (range ±{high:.2f})",
-                   fontsize=10)
-    right.plot(x.detach().numpy(), x.grad.numpy(), color="#e76f51")
-    right.set_ylim(-0.1, 1.1)
-    right.set_xlabel("input x")
-    right.set_ylabel("gradient passed back")
-    right.set_title("backward: straight-through inside the range, zero where clamped", fontsize=10)
-    stats = {"bits": bits, "scale": scale.item(), "lowest_level": low_level, "highest_level": high_level,
-             "gradient_passes": x.grad.mean().item(), "levels": len(torch.unique(y.detach()))}
-    return figure, stats
+    return _explorer(figures.precision_figure, dict(variant=picker), outputs=outputs, reference=reference)
 
 
 def ste_explorer() -> widgets.VBox:
-    """Sliders for bits and range over :func:`ste_figure` (notebook 08)."""
+    """Sliders for bits and range over :func:`qtutor.figures.ste_figure` (notebook 08)."""
     bits = widgets.IntSlider(value=3, min=2, max=8, description="bits")
     high = widgets.FloatSlider(value=1.0, min=0.1, max=2.0, step=0.05, description="range ±")
-    return _explorer([[bits, high]], ste_figure, dict(bits=bits, high=high))
-
-
-def _smoothed_w8a8(x, weight, alpha):
-    """SmoothQuant at ``alpha`` (None: no smoothing), then W8A8: ``(x, weight, output)`` after smoothing."""
-    if alpha is not None:
-        x, weight = smooth(x, weight, smoothing_factors(x.abs().amax(dim=0), weight, alpha))
-    return x, weight, w8a8_linear(x, weight)
-
-
-def smoothquant_figure(x, weight, channels, *, outlier_size: float = 50.0, alpha: float = 0.5, points: int = 21):
-    """SmoothQuant on a toy layer: ``x``'s ``channels`` scaled by ``outlier_size``, smoothed at ``alpha`` (notebook 11).
-
-    Left and middle: every input channel's ``max|X_j|`` and ``max|W_j|`` before (grey) and after smoothing.
-    Right: the W8A8 output's SQNR (per-tensor activations, per-channel weights) against alpha, without
-    smoothing as a dashed line, the chosen alpha as a dot. Returns ``(figure, stats)``.
-    """
-    x = torch.as_tensor(x, dtype=torch.float32).clone()
-    x[:, channels] *= outlier_size
-    reference = torch.nn.functional.linear(x, weight)
-    alphas = torch.linspace(0, 1, points).tolist()
-    curve = [sqnr_db(reference, _smoothed_w8a8(x, weight, a)[2]) for a in alphas]
-    plain = sqnr_db(reference, _smoothed_w8a8(x, weight, None)[2])
-    x_smooth, w_smooth, output = _smoothed_w8a8(x, weight, alpha)
-    figure, (left, middle, right) = new_figure(12, 3.2, ncols=3)
-    for ax, before, after, name in ((left, x, x_smooth, "activations max|X_j|"),
-                                    (middle, weight, w_smooth, "weights max|W_j|")):
-        ax.plot(before.abs().amax(dim=0).numpy(), color="#adb5bd", linewidth=0.8, label="before")
-        ax.plot(after.abs().amax(dim=0).numpy(), color="#e76f51", linewidth=0.8, label=f"alpha {alpha:.2f}")
-        ax.set_yscale("log")
-        ax.set_xlabel("input channel j")
-        ax.set_title(f"{name}: largest {after.abs().max().item():.3g}", fontsize=10)
-        ax.legend(fontsize=8)
-    right.plot(alphas, curve, color="#264653")
-    right.axhline(plain, color="#adb5bd", linestyle="--", label="no smoothing")
-    right.plot([alpha], [sqnr_db(reference, output)], "o", color="#e76f51")
-    right.set_xlabel("alpha (migration strength)")
-    right.set_ylabel("W8A8 output SQNR (dB)")
-    right.set_title(f"outliers {outlier_size:g}x: output error", fontsize=10)
-    right.legend(fontsize=8)
-    stats = {"act_max": x_smooth.abs().max().item(), "weight_max": w_smooth.abs().max().item(),
-             "sqnr_db": sqnr_db(reference, output), "sqnr_db_unsmoothed": plain}
-    return figure, stats
+    return _explorer(figures.ste_figure, dict(bits=bits, high=high))
 
 
 def smoothquant_explorer(x, weight, channels) -> widgets.VBox:
-    """Sliders for the outlier size and SmoothQuant's alpha over :func:`smoothquant_figure` (notebook 11)."""
+    """Sliders for the outlier size and SmoothQuant's alpha (notebook 11).
+
+    Over :func:`qtutor.figures.smoothquant_figure`.
+    """
     size = widgets.FloatSlider(value=50.0, min=1.0, max=100.0, step=1.0, description="outlier size",
                                readout_format=".0f")
     alpha = widgets.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="alpha")
-    return _explorer([[size, alpha]], smoothquant_figure, dict(outlier_size=size, alpha=alpha),
+    return _explorer(figures.smoothquant_figure, dict(outlier_size=size, alpha=alpha),
                      x=torch.as_tensor(x, dtype=torch.float32), weight=weight, channels=channels)

@@ -7,7 +7,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from qtutor.assignments import InputError, exercises, main, tag_file, tag_notebook
+from qtutor.assignments import exercises, main, tag_file, tag_notebook
+from qtutor.errors import InputError
 from qtutor.student import BEGIN, END
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -7,15 +7,14 @@ import pytest
 import torch
 from torch.ao.quantization import PerChannelMinMaxObserver, QConfigMapping, get_default_qconfig_mapping
 
-from qtutor import checks, fake_quantize, ptq, qparams, quantize
+from qtutor import checks, fake_quantize, qparams, quantize
 from qtutor.formats import bit_fields
 from qtutor.intmath import rounding_right_shift
 from qtutor.largemodels import absmax_qparams, smoothing_factors
 from qtutor.nonuniform import assign_to_codebook, log_fake_quantize, power_of_two_scale
-from qtutor.observers import minmax_range, mse_range, percentile_range
+from qtutor.observers import minmax_range, percentile_range
 from qtutor.packing import pack
 from qtutor.uniform import fake_quantize_per_group
-from tests.test_ptq import TinyDense
 
 
 def lloyd(x, codebook):
@@ -38,7 +37,8 @@ def float16_value(pattern, implicit_one_always=False, bias=15, signed=True):
     return sign * (1 + mantissa / 1024) * 2.0 ** (exponent - bias)
 
 
-def range_search(x, bits, symmetric=False, fractions=torch.linspace(0.01, 1, 100)):
+def range_search(x, bits, symmetric=False):
+    fractions = torch.linspace(0.01, 1, 100)
     low, high = x.min(), x.max()
     if symmetric:
         high = torch.maximum(-low, high)
@@ -63,21 +63,6 @@ def fixed_point(acc, m0, shift, zero_point, ties="away", clamp=True):
 
 def per_channel(w):
     return minmax_range(w, axis=0)
-
-
-@functools.cache
-def tiny_converted():
-    """A small FX-converted INT8 model whose layers the requantization check reads."""
-    torch.manual_seed(0)
-    model = TinyDense().eval()
-    images = torch.randn(16, 3, 8, 8)
-    prepared = ptq.prepare(model, (images[:1],))
-    prepared(images)
-    return ptq.convert(prepared)
-
-
-def check_requantization_scales(function):
-    checks.check_requantization_scales(function, tiny_converted())
 
 
 def keep_in_float_mapping(names):
@@ -136,7 +121,8 @@ CASES = [
     (checks.check_quantize, lambda x, s, z: quantize(x, s, z),
      [lambda x, s, z: torch.floor(x / s + 0.5 + z).clamp(0, 255).to(torch.uint8),  # half up, not to even
       lambda x, s, z: (torch.round(x / s) + z).clamp(0, 255).to(torch.uint8),  # divides instead of 1/scale
-      lambda x, s, z: (torch.round(x * (1 / torch.tensor(s))) + z).to(torch.uint8)]),  # no clamp: wraps
+      lambda x, s, z: (torch.round(x * (1 / torch.tensor(s))) + z).to(torch.uint8),  # no clamp: wraps
+      lambda x, s, z: quantize(x, s, z).long()]),  # the right codes as int64, not the promised uint8
     (checks.check_mse_range, range_search,
      [lambda x, bits: minmax_range(x), lambda x, bits: percentile_range(x, 99.99),
       lambda x, bits: range_search(x, bits, symmetric=True)]),
@@ -164,8 +150,9 @@ CASES = [
      [lambda a, m, s, z: fixed_point(a, m, s, z, ties="even"),
       lambda a, m, s, z: ((a.long() * m >> s) + z).clamp(0, 255).to(torch.uint8),  # floor, no rounding
       lambda a, m, s, z: fixed_point(a, m, s, z, clamp=False),
-      lambda a, m, s, z: (torch.round(a.float() * (m / 2**s)) + z).clamp(0, 255).to(torch.uint8)]),
-    (check_requantization_scales, lambda sx, sw, sy: sx * sw / sy,
+      lambda a, m, s, z: (torch.round(a.float() * (m / 2**s)) + z).clamp(0, 255).to(torch.uint8),
+      lambda a, m, s, z: fixed_point(a, m, s, z).long()]),  # the right codes as int64, not uint8
+    (checks.check_requantization_scales, lambda sx, sw, sy: sx * sw / sy,
      [lambda sx, sw, sy: sw / (sx * sy), lambda sx, sw, sy: sx * sw.max() / sy + 0 * sw,
       lambda sx, sw, sy: sy / (sx * sw)]),
     (checks.check_keep_in_float_mapping, keep_in_float_mapping,
@@ -213,7 +200,10 @@ CASES = [
 
 
 @pytest.mark.parametrize("check,right,wrongs", CASES, ids=[c[0].__name__ for c in CASES])
-def test_check_passes_right_and_fails_wrong_and_missing(check, right, wrongs, capsys):
+@pytest.mark.filterwarnings("ignore:must run observer:UserWarning")  # the PT2E check's uncalibrated wrong answer
+def test_check_passes_right_and_fails_wrong_and_missing(check, right, wrongs, capsys, request):
+    if check is checks.check_requantization_scales:  # it reads the layers of a converted model: conftest's tiny one
+        check = functools.partial(check, converted=request.getfixturevalue("tiny_fx").converted)
     check(right)
     assert "passed" in capsys.readouterr().out
     for wrong in wrongs:

@@ -5,7 +5,6 @@ import pickle
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -192,7 +191,7 @@ QUANTIZE_ERRORS = [
     (dict(src_model="partial.pth"), "not a DenseNet-121 state_dict"),
     (dict(src_model="evil.pth"), "holds code or objects that weights_only loading refuses (posix.system)"),
     (dict(src_model="evil_raw.pth"), "not a readable PyTorch file"),
-    (dict(classes_number="3"), "its classifier has 2 outputs but --classes_number is 3"),
+    (dict(classes_number="3"), "its classifier has 2 outputs but --classes_number 3; expected them to match"),
     (dict(mean="0.5"), "--mean '0.5': expected a tuple of three numbers"),
     (dict(mean="(0.5, 0.5)"), "--mean '(0.5, 0.5)': expected a tuple of three numbers"),
     (dict(mean="(a, b, c)"), "--mean '(a, b, c)': expected a tuple of three numbers"),
@@ -280,3 +279,16 @@ def test_train_on_a_custom_dataset_writes_a_loadable_state_dict(workspace, capsy
     assert code == 0 and "validation accuracy" in out and "after 1 epoch(s)" in out
     state = torch.load(target, weights_only=True)
     assert state["classifier.weight"].shape == (2, 1024)
+
+
+def test_a_library_message_names_an_argument_and_the_command_line_its_flag():
+    """qtutor.data and qtutor.models say classes_number=3 (a notebook passed it); the command line says the flag."""
+    from qtutor.cli import _as_flags, build_parser
+
+    parser = build_parser()
+    assert _as_flags("model file m.pth: its classifier has 2 outputs but classes_number=3; expected them to match",
+                     parser) == "model file m.pth: its classifier has 2 outputs but --classes_number 3; expected " \
+                                "them to match"
+    assert _as_flags("std='(0, 1, 1)': expected three non-zero numbers", parser).startswith("--std '(0, 1, 1)'")
+    for untouched in ("labels file /tmp/mean=x.txt: cannot be read", "x=3: not a flag", "--dst_model a.pt: exists"):
+        assert _as_flags(untouched, parser) == untouched

@@ -5,7 +5,7 @@ import struct
 import pytest
 import torch
 
-from qtutor.formats import FORMATS, bit_fields, float_layout, format_table, memory_mb, model_memory
+from qtutor.formats import FORMATS, bit_fields, dtype_facts, float_layout, memory_mb, model_memory
 
 
 def test_float_layouts_follow_ieee_and_bfloat16():
@@ -39,8 +39,8 @@ def test_integer_bits_are_twos_complement():
     assert bit_fields(5, torch.uint8) == {"bits": "00000101"}
 
 
-def test_format_table_comes_from_finfo_and_iinfo():
-    rows = {row["format"]: row for row in format_table()}
+def test_dtype_facts_come_from_finfo_and_iinfo():
+    rows = {row["format"]: row for row in dtype_facts()}
     assert list(rows) == list(FORMATS)
     assert rows["FP16"]["max"] == torch.finfo(torch.float16).max == 65504
     assert rows["BF16"]["eps"] == torch.finfo(torch.bfloat16).eps

@@ -35,4 +35,5 @@ def test_cache_sizes_match_sysfs():
     for index in root.glob("index*"):
         if (index / "type").read_text().strip() != "Instruction":
             text = (index / "size").read_text().strip()
-            assert sizes[f"L{(index / 'level').read_text().strip()}"] == int(text[:-1]) * 1024 ** "KMG".index(text[-1]) * 1024
+            level = (index / "level").read_text().strip()
+            assert sizes[f"L{level}"] == int(text[:-1]) * 1024 ** "KMG".index(text[-1]) * 1024

@@ -31,10 +31,12 @@ def test_int_linear_matches_qnnpack(per_channel):
     with quantized_engine("qnnpack"):
         for trial in range(20):
             layer = nnq.Linear(48, 24)
-            layer.set_weight_bias(quantized_weight((24, 48), per_channel, generator), torch.randn(24, generator=generator))
+            layer.set_weight_bias(quantized_weight((24, 48), per_channel, generator),
+                                  torch.randn(24, generator=generator))
             layer.scale, layer.zero_point = 0.02 + trial * 0.01, 40 + trial
             x_scale, x_zero_point = 0.03 + trial * 0.002, 100 + trial
-            x_q = torch.quantize_per_tensor(torch.randn(16, 48, generator=generator), x_scale, x_zero_point, torch.quint8)
+            x = torch.randn(16, 48, generator=generator)
+            x_q = torch.quantize_per_tensor(x, x_scale, x_zero_point, torch.quint8)
             expected = layer(x_q).int_repr()
             p = module_params(layer, x_scale)
             got = int_linear(x_q.int_repr(), x_zero_point, p["w_q"], p["w_zero_point"], p["bias_q"],
@@ -60,6 +62,21 @@ def test_int_conv2d_matches_qnnpack(per_channel, stride, padding):
             got = int_conv2d(x_q.int_repr(), x_zero_point, p["w_q"], p["w_zero_point"], p["bias_q"],
                              p["multiplier"], p["y_zero_point"], stride=stride, padding=padding)
             assert got.equal(expected)
+
+
+@pytest.mark.parametrize("dilation,padding", [(2, 0), (2, 2), ((1, 3), (0, 3))])
+def test_int_conv2d_with_dilation_matches_qnnpack(dilation, padding):
+    generator = torch.Generator().manual_seed(8)
+    with quantized_engine("qnnpack"):
+        conv = nnq.Conv2d(4, 6, 3, padding=padding, dilation=dilation)
+        conv.set_weight_bias(quantized_weight((6, 4, 3, 3), True, generator), torch.randn(6, generator=generator) * 0.1)
+        conv.scale, conv.zero_point = 0.07, 64
+        x_q = torch.quantize_per_tensor(torch.randn(2, 4, 11, 13, generator=generator), 0.03, 120, torch.quint8)
+        expected = conv(x_q).int_repr()
+    p = module_params(conv, 0.03)
+    got = int_conv2d(x_q.int_repr(), 120, p["w_q"], p["w_zero_point"], p["bias_q"], p["multiplier"],
+                     p["y_zero_point"], padding=padding, dilation=dilation)
+    assert got.shape == expected.shape and got.equal(expected)
 
 
 def test_fixed_point_multiplier_is_exact():
@@ -187,7 +204,6 @@ def test_fewer_mantissa_bits_round_the_multiplier():
 def test_quantize_module_matches_float_within_a_step(engine):
     from qtutor.intmath import quantize_module
 
-    torch.manual_seed(0)
     float_conv = torch.nn.Conv2d(4, 6, 3, padding=1)
     images = torch.randn(2, 4, 8, 8)
     with quantized_engine(engine):

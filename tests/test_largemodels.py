@@ -6,10 +6,22 @@ import torch.nn.functional as F
 
 from qtutor import fake_quantize
 from qtutor.formats import FP8_FORMATS
-from qtutor.largemodels import (QuantLinear, absmax_fake_quantize, absmax_qparams, fp8_fake_quantize,
-                                group_fake_quantize, group_qparams, int8_decomposed_linear, model_nbytes,
-                                outlier_activations, outlier_columns, quantize_linears, smooth, smoothing_factors,
-                                w8a8_linear)
+from qtutor.largemodels import (
+    QuantLinear,
+    absmax_fake_quantize,
+    absmax_qparams,
+    fp8_fake_quantize,
+    group_fake_quantize,
+    group_qparams,
+    int8_decomposed_linear,
+    model_nbytes,
+    outlier_activations,
+    outlier_columns,
+    quantize_linears,
+    smooth,
+    smoothing_factors,
+    w8a8_linear,
+)
 from qtutor.packing import unpack
 
 

@@ -1,14 +1,12 @@
 """qtutor.metrics: intervals from their definition, KL against PyTorch's kl_div, SQNR against a hand computation."""
 
-import copy
 import math
 
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from qtutor import metrics, ptq
-from tests.test_ptq import TinyDense
+from qtutor import metrics
 
 
 @pytest.mark.parametrize("successes,trials", [(0, 10), (3, 10), (10, 10), (967, 1000), (1, 1)])
@@ -75,13 +73,9 @@ def test_predict_keeps_every_logit_in_order():
 
 
 @pytest.fixture(scope="module")
-def tiny_int8():
-    torch.manual_seed(0)
-    model = TinyDense().eval()
-    images = torch.randn(16, 3, 8, 8)
-    prepared = ptq.prepare(model, (images[:1],))
-    ptq.calibrate(prepared, DataLoader(TensorDataset(images, torch.zeros(16)), batch_size=4), None, progress=False)
-    return prepared, ptq.convert(copy.deepcopy(prepared)), images
+def tiny_int8(tiny_fx):
+    """conftest's tiny FX model: prepared (calibrated), converted, and its 16 images."""
+    return tiny_fx.prepared, tiny_fx.converted, tiny_fx.images
 
 
 @torch.no_grad()
@@ -114,10 +108,9 @@ def test_layer_sqnr_of_the_first_layer_matches_a_hand_computation(tiny_int8):
     assert metrics.layer_sqnr(prepared, converted, images)[0]["sqnr_db"] == pytest.approx(expected, abs=1e-3)
 
 
-def test_layer_sensitivity_isolates_each_layer(tiny_int8):
+def test_layer_sensitivity_isolates_each_layer(tiny_int8, tiny_fx):
     prepared, converted, images = tiny_int8
-    torch.manual_seed(0)
-    model = TinyDense().eval()  # the same weights as the fixture's float model (same seed)
+    model = tiny_fx.model  # the float model the fixture prepared a copy of
     rows = metrics.layer_sensitivity(model, (images[:1],), [images[:4], images[4:8]], images)
     layers = [row["layer"] for row in rows]
     assert layers == ["stem", "layer", "cat", "pool", "flatten", "classifier"]

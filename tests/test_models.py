@@ -1,13 +1,15 @@
 """The shipped course model and the data helper: the file is the one recorded, and it is as good as recorded."""
 
+import collections
 import hashlib
 
 import pytest
 import torch
 
 from qtutor import metrics
-from qtutor.data import COURSE_IMAGE_SIZE, DIGITS_DIR, ImageData, course_data, read_labels
-from qtutor.models import COURSE_MODEL, build_densenet, course_model, training_record
+from qtutor.data import COURSE_IMAGE_SIZE, DIGITS_DIR, ImageData, read_labels
+from qtutor.errors import InputError
+from qtutor.models import COURSE_MODEL, build_densenet, course_model, load_checkpoint, train, training_record
 
 
 def test_shipped_weights_are_the_recorded_file():
@@ -25,8 +27,8 @@ def test_training_curve_has_plateaued():
 
 
 @pytest.fixture(scope="module")
-def data():
-    return course_data()
+def data(digits):
+    return digits  # conftest's course_data(), read once per run
 
 
 def test_course_data_is_the_bundled_ten_class_split(data):
@@ -88,7 +90,6 @@ def test_layer_outputs_copies_each_output_before_an_in_place_relu_overwrites_it(
 def test_layer_outputs_in_float64_are_float32_tensors_that_do_not_depend_on_the_thread_count():
     from qtutor.models import layer_outputs
 
-    torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.BatchNorm2d(16), torch.nn.ReLU(inplace=True),
                                 torch.nn.Conv2d(16, 8, 3)).eval()
     inputs = torch.randn(4, 3, 20, 20)
@@ -104,3 +105,53 @@ def test_layer_outputs_in_float64_are_float32_tensors_that_do_not_depend_on_the_
         assert results[0][name].dtype == torch.float32 and torch.equal(results[0][name], results[1][name])
         assert torch.allclose(results[0][name], layer_outputs(model, name, inputs)[name], atol=1e-5)
     assert next(model.parameters()).dtype == torch.float32  # the model itself is left in float32
+
+
+def tiny_builder(classes_number):
+    """A stand-in for build_densenet with a 'classifier', so load_checkpoint can be tested in milliseconds."""
+    return torch.nn.Sequential(collections.OrderedDict(features=torch.nn.Linear(4, 8),
+                                                       classifier=torch.nn.Linear(8, classes_number)))
+
+
+class RunsCode:
+    def __reduce__(self):
+        return (print, ("unpickling ran code",))
+
+
+def test_load_checkpoint_loads_a_state_dict_in_eval_mode(tmp_path):
+    trained = tiny_builder(3)
+    torch.save(trained.state_dict(), tmp_path / "model.pth")
+    loaded = load_checkpoint(tmp_path / "model.pth", 3, builder=tiny_builder)
+    assert not loaded.training and torch.equal(loaded.classifier.weight, trained.classifier.weight)
+
+
+@pytest.mark.parametrize("content,message", [
+    (None, "does not exist; expected a DenseNet-121 state_dict"),
+    (b"not a checkpoint", "not a readable PyTorch file"),
+    ([torch.zeros(2)], "holds a list, not a state_dict of tensors"),
+    ({"classifier.weight": RunsCode()}, "holds code or objects that weights_only loading refuses"),
+    ({"features.weight": torch.zeros(8, 4)}, "not a Sequential state_dict"),
+    ("classes", "its classifier has 3 outputs but classes_number=2; expected them to match"),
+])
+def test_load_checkpoint_refuses_bad_files_naming_arguments_not_flags(tmp_path, capsys, content, message):
+    path = tmp_path / "model.pth"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content == "classes":
+        torch.save(tiny_builder(3).state_dict(), path)
+    elif content is not None:
+        torch.save(content, path)
+    with pytest.raises(InputError, match=message) as caught:
+        load_checkpoint(path, 2, builder=tiny_builder)
+    assert "--" not in str(caught.value) and "ran code" not in capsys.readouterr().out
+
+
+def test_train_refuses_a_class_count_that_does_not_match_the_dataset(tmp_path):
+    for split in ("train", "val"):
+        for digit in ("4", "9"):
+            folder = tmp_path / split / digit
+            folder.mkdir(parents=True)
+            for path in sorted((DIGITS_DIR / "train" / digit).glob("*.png"))[:2]:
+                (folder / path.name).write_bytes(path.read_bytes())
+    with pytest.raises(InputError, match="2 classes in train/ but classes_number=10; expected them to match"):
+        train(tmp_path, image_size=16, classes_number=10, progress=False)

@@ -72,7 +72,8 @@ def test_assign_to_codebook_is_the_brute_force_argmin():
 
 def clusters(centres, generator):
     centres = torch.tensor(centres)
-    return centres[torch.randint(0, len(centres), (8000,), generator=generator)] + torch.randn(8000, generator=generator) * 0.05
+    picks = torch.randint(0, len(centres), (8000,), generator=generator)
+    return centres[picks] + torch.randn(8000, generator=generator) * 0.05
 
 
 def test_kmeans_finds_well_separated_clusters():

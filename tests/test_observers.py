@@ -99,6 +99,6 @@ def test_bad_input():
     with pytest.raises(ValueError, match="percentile=40"):
         percentile_range(torch.ones(3), 40)
     with pytest.raises(ValueError, match="no batch seen yet"):
-        MovingAverageMinMax().range
+        _ = MovingAverageMinMax().range
     with pytest.raises(ValueError, match="bins=16"):
         entropy_range(torch.ones(3), bits=8, bins=16)

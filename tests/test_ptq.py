@@ -5,31 +5,14 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from qtutor import ptq
-from qtutor.widgets import layer_explorer, layer_figure
-
-
-class TinyDense(torch.nn.Module):
-    """A stem, one 'dense layer' whose output is concatenated with its input, and a classifier."""
-
-    def __init__(self):
-        super().__init__()
-        self.stem = torch.nn.Conv2d(3, 4, 3, padding=1)
-        self.relu = torch.nn.ReLU()
-        self.layer = torch.nn.Conv2d(4, 4, 3, padding=1)
-        self.pool = torch.nn.AdaptiveAvgPool2d(1)
-        self.classifier = torch.nn.Linear(8, 2)
-
-    def forward(self, x):
-        x = self.relu(self.stem(x))
-        x = torch.cat([x, self.layer(x)], 1)
-        return self.classifier(torch.flatten(self.pool(x), 1))
+from qtutor.figures import layer_figure
+from qtutor.widgets import layer_explorer
 
 
 @pytest.fixture(scope="module")
-def flow():
-    torch.manual_seed(0)
-    model = TinyDense().eval()
-    images = torch.randn(32, 3, 8, 8)
+def flow(tiny_dense):
+    model = tiny_dense()  # conftest's TinyDense: a conv, a dense layer concatenated with its input, a classifier
+    images = torch.randn(32, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     loader = DataLoader(TensorDataset(images, torch.zeros(32, dtype=torch.long)), batch_size=4)
     example = (images[:1],)
     prepared = ptq.prepare(model, example)
@@ -128,7 +111,8 @@ def test_mse_observer_clips_to_notebook_02s_range():
     observer(x[10000:])
     observer.search()
     low, high = mse_range(x, bits=4)
-    assert observer.min_val.item() == pytest.approx(low.item()) and observer.max_val.item() == pytest.approx(high.item())
+    assert observer.min_val.item() == pytest.approx(low.item())
+    assert observer.max_val.item() == pytest.approx(high.item())
     assert observer.max_val < x.max()  # it clipped: at 4 bits the outliers are not worth their rounding error
 
 
@@ -163,17 +147,29 @@ def test_layer_figure_and_explorer(flow):
     stats = [layer_figure(activations, layers, layer=name)[1] for name in ("stem", "layer")]
     assert stats[0] != stats[1] and all(0 < s["codes_used"] <= 256 for s in stats)
     box = layer_explorer(activations, layers)
-    picker = box.children[0].children[0]
-    before = (box.last_stats, box.children[-2].value)
+    picker = box.controls["layer"]
+    before = (box.last_stats, box.picture.value)
     picker.value = picker.options[-1]
-    assert box.last_stats != before[0] and box.children[-2].value != before[1]
+    assert box.last_stats != before[0] and box.picture.value != before[1]
     with pytest.raises(ValueError, match="layer='nope'"):
         layer_figure(activations, layers, layer="nope")
 
 
-def test_format_table():
-    from qtutor.report import format_table
-
-    table = format_table([{"model": "FP32", "accuracy": 0.996}, {"model": "INT8", "accuracy": "-"}],
-                         {"accuracy": ".1%"})
-    assert table.splitlines() == ["model  accuracy", "-----  --------", "FP32      99.6%", "INT8          -"]
+def test_layer_figure_uses_each_rows_code_range(flow):
+    *_, converted, activations, _ = flow
+    full = [r for r in ptq.quantized_layers(converted) if r["layer"] == "stem"]  # codes 0..255
+    assert (full[0]["quant_min"], full[0]["quant_max"]) == (0, 255)
+    zero_point = min(full[0]["zero_point"], 127)
+    half = [dict(full[0], quant_min=0, quant_max=127, zero_point=zero_point)]  # as reduce_range plans it
+    signed = [dict(full[0], quant_min=-128, quant_max=127, zero_point=zero_point - 128)]
+    drawn = {name: layer_figure(activations, rows, layer="stem") for name, rows in
+             (("full", full), ("half", half), ("signed", signed))}
+    stats = {name: result[1] for name, result in drawn.items()}
+    assert (stats["full"]["codes"], stats["half"]["codes"], stats["signed"]["codes"]) == (256, 128, 256)
+    assert [figure.axes[1].get_xlabel() for figure, _ in drawn.values()] == [
+        "code (0..255)", "code (0..127)", "code (-128..127)"]
+    assert stats["half"]["codes_used"] <= stats["full"]["codes_used"] and stats["half"]["clipped"] >= 0
+    assert stats["signed"]["codes_used"] == stats["full"]["codes_used"]  # the same grid, its codes shifted by 128
+    assert stats["signed"]["clipped"] == stats["full"]["clipped"]
+    with pytest.raises(ValueError, match="codes 0..100"):
+        layer_figure(activations, [dict(full[0], quant_min=0, quant_max=100)], layer="stem")

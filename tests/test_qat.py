@@ -33,7 +33,6 @@ def test_plain_round_has_no_gradient_but_ste_does():
 
 
 def test_qat_fine_tuning_lowers_the_loss_at_4_bits():
-    torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(),
                                 torch.nn.Linear(8 * 6 * 6, 2))
     images = torch.randn(64, 1, 8, 8)
@@ -60,7 +59,6 @@ def test_weight_and_activation_bits_of_qat_are_set_apart():
 
 
 def test_fine_tune_trains_a_plain_model_with_the_same_loop():
-    torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2))
     images = torch.randn(64, 1, 4, 4)
     targets = (images.mean((1, 2, 3)) > 0).long()

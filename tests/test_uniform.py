@@ -262,6 +262,18 @@ def test_dequantize_rejects_float_codes_and_bad_scale():
         dequantize(torch.tensor([1]), 0.0, 0)
 
 
+@pytest.mark.parametrize("zero_point", [1.5, torch.tensor([0.0, 2.5]), float("nan"), True])
+def test_dequantize_checks_the_zero_point_as_quantize_does(zero_point):
+    """A fractional zero-point is refused in one line naming it, not truncated (1.5 used to act as 1)."""
+    codes = torch.tensor([0, 1], dtype=torch.uint8)
+    axis = 0 if isinstance(zero_point, torch.Tensor) else None
+    with pytest.raises(ValueError, match=r"^zero_point=.*: expected whole numbers$"):
+        dequantize(codes, 0.1, zero_point, axis=axis)
+    with pytest.raises(ValueError, match=r"^zero_point=.*: expected whole numbers$"):
+        quantize(torch.tensor([0.0, 0.1]), 0.1, zero_point, axis=axis)
+    assert dequantize(codes, 0.5, 2.0).tolist() == [-1.0, -0.5]  # a whole number stored as a float is fine
+
+
 def test_fake_quantize_per_group_is_per_channel_on_groups():
     from qtutor.uniform import fake_quantize_per_group
 

@@ -1,11 +1,12 @@
-"""Widget update functions at their controls' extremes: they must not raise and must change the picture."""
+"""Figure functions (qtutor.figures) at their controls' extremes, and the explorers (qtutor.widgets) redrawing them."""
 
 import io
 
 import pytest
 import torch
 
-from qtutor.widgets import clipping_explorer, clipping_figure, format_stats, uniform_explorer, uniform_figure
+from qtutor.figures import clipping_figure, format_stats, uniform_figure
+from qtutor.widgets import clipping_explorer, uniform_explorer
 
 
 def png(figure) -> bytes:
@@ -67,28 +68,30 @@ def test_clipping_tradeoff_has_an_interior_optimum():
     assert errors[0.2] < errors[1.0] and errors[0.2] < errors[0.02]
 
 
-@pytest.mark.parametrize("explorer", [uniform_explorer, clipping_explorer])
-def test_explorers_redraw_when_a_slider_moves(explorer):
+@pytest.mark.parametrize("explorer,names", [(uniform_explorer, ("bits", "value_range")),
+                                           (clipping_explorer, ("clip", "bits"))])
+def test_explorers_redraw_when_a_slider_moves(explorer, names):
     box = explorer(data())
-    first_row = box.children[0].children
-    for slider in first_row:
-        before = (box.last_stats, box.children[-2].value, box.children[-1].value)
+    for slider in (box.controls[name] for name in names):
+        before = (box.last_stats, box.picture.value, box.readout.value)
         if isinstance(slider.value, tuple):  # a range slider: move both ends
             slider.value = (slider.min, slider.min / 4)
         else:
             slider.value = slider.min if slider.value != slider.min else slider.max
-        after = (box.last_stats, box.children[-2].value, box.children[-1].value)
-        assert all(b != a for b, a in zip(before, after)), slider.description  # numbers, picture, text
+        after = (box.last_stats, box.picture.value, box.readout.value)
+        assert all(b != a for b, a in zip(before, after, strict=True)), slider.description  # numbers, picture, text
 
 
 def test_uniform_explorer_shows_the_derived_zero_point(monkeypatch):
-    import qtutor.widgets
+    import qtutor.figures
 
     draws = []
-    monkeypatch.setattr(qtutor.widgets, "uniform_figure",
+    monkeypatch.setattr(qtutor.figures, "uniform_figure",
                         lambda *args, **kwargs: draws.append(kwargs) or uniform_figure(*args, **kwargs))
     box = uniform_explorer(data())
-    (bits, value_range), (auto, zero_point) = (row.children for row in box.children[:2])
+    bits, auto, zero_point = (box.controls[name] for name in ("bits", "auto", "zero_point"))
+    assert [[control.description for control in row.children] for row in box.children[:2]] == [
+        ["bits", "range"], ["derive zero-point from range", "zero-point"]]  # the rows it was asked for
     draws.clear()
     for width in (8, 3, 6):  # 8 -> 3 clamps the shown zero-point (128) to the new maximum (7) on the way
         bits.value = width
@@ -101,14 +104,14 @@ def test_uniform_explorer_shows_the_derived_zero_point(monkeypatch):
 
 def test_format_stats():
     assert format_stats({"a": 0.123456, "b": 3}) == "a=0.1235  b=3"
-    from qtutor.widgets import describe_uniform
+    from qtutor.figures import describe_uniform
 
     line = describe_uniform({"scale": 0.5714, "zero_point": 3, "mse": 0.02, "sqnr_db": 12.34, "clipped": 0.066})
     assert line == "scale 0.5714  ·  zero-point 3  ·  MSE 0.02  ·  SQNR 12.3 dB  ·  6.6 % of values clipped"
 
 
 def test_format_figure_extremes():
-    from qtutor.widgets import format_figure
+    from qtutor.figures import format_figure
 
     pictures = set()
     for value, name in ((0.1, "FP32"), (0.1, "FP16"), (70000.0, "FP16"), (1e-9, "FP16"), (70000.0, "BF16"),
@@ -125,7 +128,8 @@ def test_format_figure_extremes():
 
 
 def test_method_figure_every_method_at_extreme_bits():
-    from qtutor.widgets import METHODS, method_figure
+    from qtutor.figures import method_figure
+    from qtutor.nonuniform import METHODS
 
     x = with_huge_outlier()
     x[0] = 1e3
@@ -141,7 +145,7 @@ def test_method_figure_every_method_at_extreme_bits():
 
 
 def test_requantize_figure_more_bits_fewer_changes():
-    from qtutor.widgets import requantize_figure
+    from qtutor.figures import requantize_figure
 
     acc = torch.randint(-100000, 100000, (20000,), generator=torch.Generator().manual_seed(0))
     changed = [requantize_figure(acc, multiplier=0.0013, zero_point=128, mantissa_bits=b)[1]["outputs_changed"]
@@ -160,18 +164,19 @@ def test_more_explorers_redraw(name):
     else:
         acc = torch.randint(-100000, 100000, (2000,), generator=torch.Generator().manual_seed(0))
         box = widgets.requantize_explorer(acc, multiplier=0.0013, zero_point=128)
-    for control in box.children[0].children:
-        before = (box.last_stats, box.children[-2].value, box.children[-1].value)
+    for control in box.controls.values():
+        before = (box.last_stats, box.picture.value, box.readout.value)
         if hasattr(control, "options"):
             control.value = control.options[-1]
         else:
             control.value = control.min if hasattr(control, "min") and control.value != control.min else 70000.0
-        after = (box.last_stats, box.children[-2].value, box.children[-1].value)
-        assert all(b != a for b, a in zip(before, after)), control.description
+        after = (box.last_stats, box.picture.value, box.readout.value)
+        assert all(b != a for b, a in zip(before, after, strict=True)), control.description
 
 
 def test_precision_figure_and_explorer():
-    from qtutor.widgets import precision_explorer, precision_figure
+    from qtutor.figures import precision_figure
+    from qtutor.widgets import precision_explorer
 
     base = torch.randn(50, 3, generator=torch.Generator().manual_seed(0))
     outputs = {"FP32": base, "same": base.clone(), "noisy": base + 0.5 * torch.randn(50, 3),
@@ -180,24 +185,25 @@ def test_precision_figure_and_explorer():
                                                            "top1_agreement": 1.0}
     assert precision_figure(outputs, variant="flipped")[1]["top1_agreement"] < 0.2
     box = precision_explorer(outputs)
-    before = (box.last_stats, box.children[-2].value)
-    box.children[0].children[0].value = "flipped"
-    assert box.last_stats != before[0] and box.children[-2].value != before[1]
+    before = (box.last_stats, box.picture.value)
+    box.controls["variant"].value = "flipped"
+    assert box.last_stats != before[0] and box.picture.value != before[1]
     with pytest.raises(ValueError, match="variant='nope'"):
         precision_figure(outputs, variant="nope")
 
 
 def test_ste_figure_and_explorer():
-    from qtutor.widgets import ste_explorer, ste_figure
+    from qtutor.figures import ste_figure
+    from qtutor.widgets import ste_explorer
 
     narrow, wide = ste_figure(bits=2, high=0.1)[1], ste_figure(bits=8, high=2.0)[1]
     assert narrow["gradient_passes"] < 0.1 and wide["gradient_passes"] > 0.99
     assert narrow["levels"] < wide["levels"]
     box = ste_explorer()
-    for control in box.children[0].children:
-        before = (box.last_stats, box.children[-2].value)
+    for control in box.controls.values():
+        before = (box.last_stats, box.picture.value)
         control.value = control.min
-        assert box.last_stats != before[0] and box.children[-2].value != before[1]
+        assert box.last_stats != before[0] and box.picture.value != before[1]
 
 
 def toy_layer():
@@ -209,7 +215,7 @@ def toy_layer():
 
 
 def test_smoothquant_figure_extremes():
-    from qtutor.widgets import smoothquant_figure
+    from qtutor.figures import smoothquant_figure
 
     x, weight, channels = toy_layer()
     pictures, results = set(), {}
@@ -227,11 +233,11 @@ def test_smoothquant_explorer_redraws_for_each_slider():
     from qtutor.widgets import smoothquant_explorer
 
     box = smoothquant_explorer(*toy_layer())
-    for control in box.children[0].children:
-        before = (box.last_stats, box.children[-2].value, box.children[-1].value)
+    for control in box.controls.values():
+        before = (box.last_stats, box.picture.value, box.readout.value)
         control.value = control.min
-        after = (box.last_stats, box.children[-2].value, box.children[-1].value)
-        assert all(b != a for b, a in zip(before, after)), control.description
+        after = (box.last_stats, box.picture.value, box.readout.value)
+        assert all(b != a for b, a in zip(before, after, strict=True)), control.description
 
 
 def test_level_figures_draw_every_grid():

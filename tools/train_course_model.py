@@ -28,7 +28,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from qtutor.data import DIGITS_DIR, bundled_stats, checked_image_folder, image_transform
-from qtutor.models import COURSE_IMAGE_SIZE, Recipe, build_densenet, save_atomically, train
+from qtutor.files import save_atomically
+from qtutor.models import COURSE_IMAGE_SIZE, Recipe, build_densenet, train
 
 
 def main() -> None:

@@ -47,7 +47,8 @@ ALL_RUN_OR_FAILED = r"""panel => {
 SETTINGS = {
     "@jupyterlab/docmanager-extension/plugin.jupyterlab-settings": '{"autosave": false}',
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": '{"windowingMode": "none"}',
-    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": '{"fetchNews": "false", "checkForUpdates": false}',
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings":
+        '{"fetchNews": "false", "checkForUpdates": false}',
 }
 
 

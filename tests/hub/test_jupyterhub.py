@@ -347,7 +347,7 @@ def test_each_student_sees_only_their_own_files(students, hub):
         note = student.server("PUT", f"api/contents/{student.name}-notes.txt",
                               json={"type": "file", "format": "text", "content": f"{student.name}'s notes"})
         assert note.status_code == 201, f"{student.name}: saving a file answered {note.status_code}"
-    for student, other in zip(students, reversed(students)):
+    for student, other in zip(students, reversed(students), strict=True):
         listing = {item["name"] for item in student.server("GET", "api/contents").json()["content"]}
         assert listing == {"qtutor", f"{student.name}-notes.txt"}, f"{student.name} sees {listing}"
         assert (home / student.name / f"{student.name}-notes.txt").is_file()

@@ -1,0 +1,96 @@
+"""What every test shares: a fixed seed, the course's warning filters, and the tiny models plumbing tests run on.
+
+Tests about plumbing (FX, eager, PT2E flows, numeric-suite helpers, exercise checks) use these tiny networks, built
+once per run, instead of a DenseNet-121; tests about the course's real numbers load the shipped model.
+"""
+
+import copy
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torchvision
+from torch.utils.data import DataLoader, TensorDataset
+
+from qtutor import ptq
+from qtutor.session import quietly, seed_everything
+
+
+@pytest.fixture(autouse=True)
+def _seeded_and_quiet():
+    """Each test starts from seed 0 (unseeded samples do not depend on run order), with the course's filters.
+
+    The filters are qtutor.session.DEPRECATION_FILTERS, the ones the package and the command line apply:
+    any other warning still reaches pytest's summary.
+    """
+    seed_everything(0)
+    with quietly():
+        yield
+
+
+class TinyDense(torch.nn.Module):
+    """A stem, one 'dense layer' whose output is concatenated with its input, and a classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.relu = torch.nn.ReLU()
+        self.layer = torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.pool = torch.nn.AdaptiveAvgPool2d(1)
+        self.classifier = torch.nn.Linear(8, 2)
+
+    def forward(self, x):
+        x = self.relu(self.stem(x))
+        x = torch.cat([x, self.layer(x)], 1)
+        return self.classifier(torch.flatten(self.pool(x), 1))
+
+
+def images(count: int, size: int = 8, seed: int = 0) -> torch.Tensor:
+    """``count`` random 3-channel ``size`` x ``size`` images, the same for the same seed."""
+    return torch.randn(count, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def loader(batch: torch.Tensor, batch_size: int = 4) -> DataLoader:
+    """``batch`` as a calibration loader (labels all 0), in order."""
+    return DataLoader(TensorDataset(batch, torch.zeros(len(batch), dtype=torch.long)), batch_size=batch_size)
+
+
+@pytest.fixture(scope="session")
+def tiny_dense():
+    """Builds :class:`TinyDense` in eval mode with the weights ``seed`` gives (the same ones on every call)."""
+    def build(seed: int = 0) -> TinyDense:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            return TinyDense().eval()
+    return build
+
+
+@pytest.fixture(scope="session")
+def tiny_fx(tiny_dense):
+    """:class:`TinyDense`, 16 images, and its FX INT8 model: prepared, calibrated on 4 batches of 4, converted.
+
+    Shared by every test module that needs a converted model to read: do not modify it.
+    """
+    model, batch = tiny_dense(), images(16)
+    prepared = ptq.prepare(model, (batch[:1],))
+    ptq.calibrate(prepared, loader(batch), batches=None, progress=False)
+    return SimpleNamespace(model=model, images=batch, prepared=prepared, converted=ptq.convert(copy.deepcopy(prepared)))
+
+
+@pytest.fixture(scope="session")
+def tiny_densenet():
+    """A torchvision DenseNet (DenseNet-121's class, two blocks of two layers), 16 32x32 images, and a loader."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = torchvision.models.DenseNet(growth_rate=8, block_config=(2, 2), num_init_features=16, bn_size=2,
+                                            num_classes=2).eval()
+    batch = images(16, size=32)
+    return SimpleNamespace(model=model, images=batch, loader=loader(batch))
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """The bundled digits at the course's 64x64 (qtutor.data.course_data), each split read once per run."""
+    from qtutor.data import course_data
+
+    return course_data()
