@@ -1,4 +1,4 @@
-"""qtutor.deploy: ONNX export, ONNX Runtime static QDQ and OpenVINO + NNCF on a tiny DenseNet, PyTorch as the reference."""
+"""qtutor.deploy: ONNX export, ONNX Runtime static QDQ, OpenVINO + NNCF on a tiny DenseNet; PyTorch is the reference."""
 
 import copy
 import importlib.util
@@ -65,7 +65,8 @@ def test_fp32_onnx_equals_pytorch_in_both_runtimes(built):
 def test_int8_models_stay_close_to_fp32(built):
     expected = built["model"](built["images"])
     bound = 0.05 * expected.abs().max()  # 5% of the largest logit; 8-bit rounding of a few layers stays well inside
-    for runtime in (deploy.OnnxRuntimeModel(built["folder"] / "int8.onnx"), deploy.OpenVinoModel(built["openvino_int8"])):
+    for runtime in (deploy.OnnxRuntimeModel(built["folder"] / "int8.onnx"),
+                    deploy.OpenVinoModel(built["openvino_int8"])):
         got = runtime(built["images"])
         assert (got - expected).abs().max() < bound
         assert not torch.equal(got, expected)  # quantized for real
