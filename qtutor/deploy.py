@@ -263,7 +263,8 @@ def _quiet_nncf():
     import nncf
 
     console = rich.get_console()
-    rich._console = rich.console.Console(file=io.StringIO())  # rich has no public way to swap its global console
+    # rich has no public way to swap its global console; in Jupyter it would draw into the notebook unless told not to
+    rich._console = rich.console.Console(file=io.StringIO(), force_jupyter=False)
     level = logging.getLogger("nncf").level
     nncf.set_log_level(logging.ERROR)
     try:
