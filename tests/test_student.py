@@ -12,8 +12,8 @@ from qtutor.student import BEGIN, END, strip_source, student_notebook, write_stu
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
 # Notebooks 00-05 each have at least two exercises (issue 3); a student copy is executed only where solutions exist.
 CONCEPT_NOTEBOOKS = [p for p in NOTEBOOKS if p.name[:2] in {"00", "01", "02", "03", "04", "05"}]
-# Notebook 11 (large models, issue 15) has exercises too.
-EXERCISE_NOTEBOOKS = CONCEPT_NOTEBOOKS + [p for p in NOTEBOOKS if p.name.startswith("11_")]
+# Notebooks 10 (deployment, issue 14) and 11 (large models, issue 15) have exercises too.
+EXERCISE_NOTEBOOKS = CONCEPT_NOTEBOOKS + [p for p in NOTEBOOKS if p.name.startswith(("10_", "11_"))]
 WITH_EXERCISES = [p for p in NOTEBOOKS if BEGIN in p.read_text()]
 
 
