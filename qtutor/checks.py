@@ -466,12 +466,15 @@ def check_fold_batch_norm(fold_batch_norm) -> None:
 
 # Notebook 09 -----------------------------------------------------------------------------------
 
-def _tiny_densenet():
-    """A torchvision DenseNet with two dense layers and random batch-norm statistics, in eval mode."""
+def _tiny_densenet(block_config: tuple[int, ...] = (2,)):
+    """A torchvision DenseNet with ``block_config`` dense layers and random batch-norm statistics, in eval mode.
+
+    Also the tiny model of tests/test_runtimes.py (two blocks of one layer: a transition, two concatenations).
+    """
     import torchvision
 
     torch.manual_seed(0)
-    model = torchvision.models.DenseNet(growth_rate=4, block_config=(2,), num_init_features=8, bn_size=2,
+    model = torchvision.models.DenseNet(growth_rate=4, block_config=block_config, num_init_features=8, bn_size=2,
                                         num_classes=3)
     for module in model.modules():
         if isinstance(module, torch.nn.BatchNorm2d):

@@ -189,11 +189,11 @@ def _calibration_loader(args, mean, std, root):
     return DataLoader(dataset, batch_size=args.batch_size, shuffle=True, generator=torch.Generator().manual_seed(0))
 
 
-def _report_sizes(source, destination) -> None:
+def _report_sizes(source, destination, label: str) -> None:
     from qtutor.metrics import file_size_mb
 
     fp32, written = file_size_mb(source), file_size_mb(destination)
-    print(f"FP32 {source}: {fp32:.1f} MB; {destination}: {written:.1f} MB ({written / fp32:.0%} of FP32)")
+    print(f"FP32 {source}: {fp32:.1f} MB; {label} {destination}: {written:.1f} MB ({written / fp32:.0%} of FP32)")
 
 
 def task_quantize(args) -> None:
@@ -213,7 +213,7 @@ def task_quantize(args) -> None:
     quantized = quantize_fx(model, loader, (torch.randn(1, 3, size, size),), batches=args.calibration_batches,
                             progress=sys.stderr.isatty())
     save_torchscript(quantized, destination)
-    _report_sizes(args.src_model, destination)
+    _report_sizes(args.src_model, destination, "INT8")
 
 
 def task_export(args) -> None:
@@ -247,7 +247,7 @@ def task_export(args) -> None:
             deploy.export_onnx(model, example, Path(folder) / "fp32.onnx")
             deploy.quantize_onnx(Path(folder) / "fp32.onnx", destination, batches)
     print(f"{'INT8 (static QDQ)' if args.int8 else 'FP32'} ONNX for {size}x{size} images, any batch size")
-    _report_sizes(args.src_model, destination)
+    _report_sizes(args.src_model, destination, "INT8 ONNX" if args.int8 else "FP32 ONNX")
 
 
 def _load_model(path, image_size: int):

@@ -6,31 +6,19 @@ import importlib.util
 import onnx
 import pytest
 import torch
-import torchvision
 
 from qtutor import deploy, ptq
+from qtutor.checks import _tiny_densenet
 from qtutor.data import InputError
 
 LAYER = "features.denseblock1.denselayer1.conv2"  # a 3x3 convolution: no BatchNorm is folded into it
-
-
-def tiny_densenet() -> torch.nn.Module:
-    """A torchvision DenseNet with two dense blocks of one layer, random batch-norm statistics, in eval mode."""
-    torch.manual_seed(0)
-    model = torchvision.models.DenseNet(growth_rate=4, block_config=(1, 1), num_init_features=8, bn_size=2,
-                                        num_classes=3)
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """The tiny model, its calibration batches, and its FP32 ONNX, ONNX Runtime INT8 and OpenVINO forms."""
     folder = tmp_path_factory.mktemp("runtimes")
-    model = tiny_densenet()
+    model = _tiny_densenet(block_config=(1, 1))
     images = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     batches = list(images.split(4))
     deploy.export_onnx(model, images[:2], folder / "fp32.onnx")
