@@ -1,7 +1,8 @@
 """DenseNet-121 inference in every form the course teaches, measured side by side in one run.
 
     python benchmarks/inference.py [--sizes 224 64] [--batches 1 16] [--repeats 15] [--threads 2]
-                                   [--variants fp32 fp32_compiled fx_int8 pt2e_int8_compiled bf16 fp16]
+                                   [--variants fp32 fp32_compiled fx_int8 pt2e_int8_compiled bf16 fp16 ort_fp32
+                                               ort_int8 openvino_fp32 openvino_fp32_default openvino_int8]
                                    [--random-weights] [--out benchmarks/results]
 
 For each image size the course's DenseNet-121 (trained on the bundled digits at 64x64, shipped in data/models/;
@@ -12,13 +13,20 @@ at other sizes the same weights run for speed and size only) is turned into each
     fx_int8              FX static INT8 (x86 engine), saved as TorchScript and loaded back, as the CLI does
     pt2e_int8_compiled   torchao PT2E with X86InductorQuantizer, lowered to INT8 kernels by torch.compile
     bf16, fp16           the float model cast to bfloat16 / float16, eager (only where the CPU computes in them)
+    ort_fp32             the model exported to ONNX (torch.onnx.export), run by ONNX Runtime
+    ort_int8             that ONNX file quantized by ONNX Runtime's quantize_static (QDQ, per-channel weights,
+                         unsigned activations), run by ONNX Runtime
+    openvino_fp32        the same ONNX file in OpenVINO, computed in FP32 (inference precision hint f32)
+    openvino_fp32_default  the same, at OpenVINO's default inference precision (bf16 on CPUs with BF16 instructions)
+    openvino_int8        the OpenVINO model quantized by NNCF (nncf.quantize), run by OpenVINO
 
 Latency: every variant is called once (for compiled ones: the compilation), twice more as warm-up, then the
 variants take turns, one call each, ``--repeats`` times, so drift on a shared machine hits all of them alike.
 Median and interquartile range per variant (qtutor.metrics.time_in_turns, the course's one timing helper);
-speed-up is FP32 eager's median over the variant's, same batch, same run. File size: each variant's saved form on
-disk. Accuracy, agreement and KL against FP32: the bundled test split (1,000 images), at the size the model was
-trained at only.
+speed-up is FP32 eager's median over the variant's, same batch, same run. ONNX Runtime and OpenVINO use as many
+threads as torch (--threads), and ONNX Runtime's threads do not spin between calls. File size: each variant's saved
+form on disk (an OpenVINO model: its .xml graph and .bin weights). Accuracy, agreement and KL against FP32: the
+bundled test split (1,000 images), at the size the model was trained at only.
 Writes inference.md and inference.json into --out.
 """
 
@@ -33,7 +41,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from qtutor import pt2e, ptq
+from qtutor import deploy, pt2e, ptq
 from qtutor.data import COURSE_IMAGE_SIZE, course_data
 from qtutor.files import file_size_mb
 from qtutor.hardware import cpu_flags
@@ -45,7 +53,10 @@ from qtutor.tables import text_table
 
 from common import RESULTS, command_line, describe, machine, timing_row, write_results
 
-VARIANTS = ["fp32", "fp32_compiled", "fx_int8", "pt2e_int8_compiled", "bf16", "fp16"]
+VARIANTS = ["fp32", "fp32_compiled", "fx_int8", "pt2e_int8_compiled", "bf16", "fp16", "ort_fp32", "ort_int8",
+            "openvino_fp32", "openvino_fp32_default", "openvino_int8"]
+RUNTIMES = {"ort_fp32", "ort_int8", "openvino_fp32", "openvino_fp32_default", "openvino_int8"}
+INT8 = ["fx_int8", "pt2e_int8_compiled", "ort_int8", "openvino_int8"]
 FILE_COLUMNS = ["size", "variant", "file", "file MB", "build s", "size vs fp32", "accuracy", "accuracy low",
                 "accuracy high", "agreement", "KL", "accuracy - fp32 (pp)"]
 WELL_TRAINED = 0.95  # below this FP32 test accuracy, an INT8-minus-FP32 difference says nothing about quantization
@@ -69,6 +80,31 @@ def compiled(model: torch.nn.Module) -> torch.nn.Module:
     return torch.compile(model)
 
 
+def build_runtime(name: str, model: torch.nn.Module, calibration: DataLoader, example: torch.Tensor, folder: Path):
+    """An ONNX Runtime or OpenVINO variant: (callable model, saved file). All start from one ONNX export."""
+    onnx_file = folder / "fp32.onnx"
+    if not onnx_file.exists():
+        deploy.export_onnx(model, example, onnx_file)
+    if name == "ort_fp32":
+        return deploy.OnnxRuntimeModel(onnx_file), onnx_file
+    batches = deploy.calibration_batches(calibration, 10)
+    if name == "ort_int8":
+        deploy.quantize_onnx(onnx_file, folder / "ort_int8.onnx", batches)
+        return deploy.OnnxRuntimeModel(folder / "ort_int8.onnx"), folder / "ort_int8.onnx"
+    if name == "openvino_int8":
+        deploy.save_openvino(deploy.quantize_openvino(deploy.to_openvino(onnx_file), batches), folder / f"{name}.xml")
+        return deploy.OpenVinoModel(folder / f"{name}.xml"), folder / f"{name}.xml"
+    file = folder / "openvino_fp32.xml"
+    if not file.exists():
+        deploy.save_openvino(deploy.to_openvino(onnx_file), file)
+    return deploy.OpenVinoModel(file, precision="f32" if name == "openvino_fp32" else None), file
+
+
+def saved_mb(file: Path) -> float:
+    """Megabytes of a variant's saved form: one file, or an OpenVINO model's .xml and .bin together."""
+    return sum(map(file_size_mb, deploy.openvino_files(file))) if file.suffix == ".xml" else file_size_mb(file)
+
+
 def build(name: str, model: torch.nn.Module, calibration: DataLoader, example: torch.Tensor, folder: Path):
     """Variant ``name`` of ``model``: (callable module, saved file, seconds it took to make, not counting compile).
 
@@ -76,6 +112,8 @@ def build(name: str, model: torch.nn.Module, calibration: DataLoader, example: t
     """
     start = time.perf_counter()
     fp32_file = folder / "fp32.pth"
+    if name in RUNTIMES:
+        return (*build_runtime(name, model, calibration, example, folder), time.perf_counter() - start)
     if name == "fp32":
         return model, fp32_file, time.perf_counter() - start
     if name == "fp32_compiled":
@@ -132,7 +170,7 @@ def size_rows(size: int, names: list[str], args, folder: Path) -> tuple[list[dic
     for name in names:
         print(f"[{size}px] building {name}", flush=True)
         models[name], file, seconds = build(name, model, calibration, example, folder)
-        files.append({"size": size, "variant": name, "file": file.name, "file MB": file_size_mb(file),
+        files.append({"size": size, "variant": name, "file": file.name, "file MB": saved_mb(file),
                       "build s": seconds})
     latency = []
     for batch in args.batches:
@@ -168,7 +206,7 @@ def targets(latency: list[dict], files: list[dict]) -> list[str]:
     int8 = [r for r in files if r["variant"] == "fx_int8"]
     check("INT8 (TorchScript) file at most 30% of FP32", int8, "size vs fp32", lambda v: v <= 0.30)
     fp32 = {r["size"]: r["accuracy"] for r in files if r["variant"] == "fp32" and "accuracy" in r}
-    quantized = [r for r in files if "int8" in r["variant"] and "accuracy" in r]
+    quantized = [r for r in files if r["variant"] in INT8 and "accuracy" in r]
     check("INT8 test accuracy within 0.5 points of FP32", [r for r in quantized if fp32[r["size"]] >= WELL_TRAINED],
           "accuracy - fp32 (pp)", lambda v: abs(v) <= 0.5)
     lines += [f"- not judged: INT8 accuracy at {size}px, where the FP32 model itself scores {accuracy:.1%} (below "
@@ -177,16 +215,41 @@ def targets(latency: list[dict], files: list[dict]) -> list[str]:
     return lines
 
 
+def fastest_int8(latency: list[dict], files: list[dict], within_pp: float = 0.5) -> list[str]:
+    """For each size and batch, the fastest INT8 variant whose test accuracy is within ``within_pp`` points of FP32.
+
+    Accuracy is judged where it was measured (the size the model was trained at, with FP32 well trained);
+    a variant qualifies at every size if it qualifies there.
+    """
+    fp32 = {r["size"]: r["accuracy"] for r in files if r["variant"] == "fp32" and "accuracy" in r}
+    judged = [r for r in files if r["variant"] in INT8 and "accuracy" in r and fp32[r["size"]] >= WELL_TRAINED]
+    qualified = {r["variant"] for r in judged if abs(r["accuracy - fp32 (pp)"]) <= within_pp}
+    if not judged:
+        return ["- not judged: no INT8 accuracy was measured on a well-trained FP32 model in this run"]
+    lines = []
+    for size, batch in dict.fromkeys((r["size"], r["batch"]) for r in latency):
+        rows = [r for r in latency if (r["size"], r["batch"]) == (size, batch) and r["variant"] in qualified]
+        if rows:
+            best = min(rows, key=lambda r: r["median ms"])
+            lines.append(f"- {size}px, batch {batch}: {best['variant']} ({best['median ms']:.2f} ms, "
+                         f"{best['speed-up vs fp32']:.2f}x FP32 eager)")
+    left_out = sorted({r["variant"] for r in judged} - qualified)
+    return lines + ([f"- more than {within_pp} points from FP32, left out: {', '.join(left_out)}"] if left_out else [])
+
+
 def markdown(info: dict, latency: list[dict], files: list[dict], origins: dict, skipped: dict,
              args) -> str:
     """The results as a Markdown page."""
-    lines = ["# DenseNet-121 inference: FP32, compiled, INT8, BF16/FP16", "",
+    lines = ["# DenseNet-121 inference: FP32, compiled, INT8, BF16/FP16, ONNX Runtime, OpenVINO", "",
              f"Machine: {describe(info)}.", f"Command: `{command_line()}`", "",
              f"Latency: median and interquartile range of {args.repeats} calls per variant, taken in turns after "
              "a first call and two warm-up calls; speed-up = FP32 eager median / variant median, same batch, "
              "same run. `first call s` includes compilation for the compiled variants.", ""]
     lines += [f"- {size}px model: {origin}" for size, origin in origins.items()]
     lines += [f"- skipped {name}: {why}" for name, why in skipped.items()]
+    if any(r["variant"] == "openvino_fp32_default" for r in files):
+        lines.append(f"- openvino_fp32_default: OpenVINO's default inference precision on this CPU is "
+                     f"{deploy.default_precision()}")
     lines += ["", "```", text_table(latency, {"median ms": ".2f", "IQR ms": ".2f", "first call s": ".1f",
                                                 "speed-up vs fp32": ".2f"}), "```", "",
               "Files and accuracy (bundled test split, 1,000 images, with the 95% interval; agreement and KL "
@@ -195,7 +258,9 @@ def markdown(info: dict, latency: list[dict], files: list[dict], origins: dict, 
                   "file MB": ".2f", "build s": ".1f", "accuracy": ".4f", "accuracy low": ".4f",
                   "accuracy high": ".4f", "agreement": ".4f", "KL": ".2e", "size vs fp32": ".2f",
                   "accuracy - fp32 (pp)": "+.1f"}), "```",
-              "", "Targets:", "", *targets(latency, files), ""]
+              "", "Targets:", "", *targets(latency, files), "",
+              "Fastest INT8 variant within 0.5 points of FP32's test accuracy:", "", *fastest_int8(latency, files),
+              ""]
     return "\n".join(lines)
 
 

@@ -10,6 +10,10 @@ answered (``raise NotImplementedError()``) fails too.
 
 from __future__ import annotations
 
+import functools
+import tempfile
+from pathlib import Path
+
 import torch
 
 from qtutor.formats import bit_fields
@@ -41,6 +45,8 @@ __all__ = [
     "check_fold_batch_norm",
     "check_dense_layer_fusions",
     "check_pt2e_flow",
+    "check_ort_weight_scales",
+    "check_fake_quantize_qparams",
     "check_per_token_scales",
     "check_smoothing_factors",
     "check_pack_int4",
@@ -484,12 +490,15 @@ def check_fold_batch_norm(fold_batch_norm) -> None:
 
 # Notebook 09 -----------------------------------------------------------------------------------
 
-def _tiny_densenet():
-    """A torchvision DenseNet with two dense layers and random batch-norm statistics, in eval mode."""
+def _tiny_densenet(block_config: tuple[int, ...] = (2,)):
+    """A torchvision DenseNet with ``block_config`` dense layers and random batch-norm statistics, in eval mode.
+
+    Also the tiny model of tests/test_runtimes.py (two blocks of one layer: a transition, two concatenations).
+    """
     import torchvision
 
     def build():
-        model = torchvision.models.DenseNet(growth_rate=4, block_config=(2,), num_init_features=8, bn_size=2,
+        model = torchvision.models.DenseNet(growth_rate=4, block_config=block_config, num_init_features=8, bn_size=2,
                                             num_classes=3)
         for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
@@ -550,6 +559,82 @@ def check_pt2e_flow(my_quantize_pt2e) -> None:
                              "  hint: export, prepare_pt2e(exported.module(), pt2e.quantizer()), run every batch "
                              "through the prepared model (calibration), then convert_pt2e")
     print("✓ my_quantize_pt2e: passed (outputs equal qtutor.pt2e.quantize_pt2e's bit for bit)")
+
+
+# Notebook 10 -----------------------------------------------------------------------------------
+
+@functools.cache
+def _ort_weight_scales() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(FP32 weight, the per-channel scales ONNX Runtime wrote for it) for each convolution of a small model."""
+    from qtutor import deploy
+
+    torch.manual_seed(0)
+    model = _TinyNet().eval()
+    with torch.no_grad():
+        model.block[0].weight[1] *= 20  # channels of very different ranges, as real layers have
+    images = torch.randn(8, 3, 8, 8, generator=_generator(16))
+    with tempfile.TemporaryDirectory() as folder:
+        deploy.export_onnx(model, images[:2], Path(folder) / "fp32.onnx")
+        deploy.quantize_onnx(Path(folder) / "fp32.onnx", Path(folder) / "int8.onnx", list(images.split(4)))
+        return [(model.get_submodule(layer).weight.detach().clone(),
+                 deploy.onnx_qparams(Path(folder) / "int8.onnx", layer).weight_scales) for layer in ("stem", "block.0")]
+
+
+def check_ort_weight_scales(ort_weight_scales) -> None:
+    """``ort_weight_scales(weight) -> scales``: the per-output-channel scales ONNX Runtime writes for INT8 weights."""
+    cases = _ort_weight_scales()
+    for number, (weight, written) in enumerate(cases, 1):
+        got = _call("ort_weight_scales", ort_weight_scales, weight.clone())
+        if not _same(got, written, exact=False):
+            raise AssertionError(f"ort_weight_scales: wrong answer on case {number} (a weight of shape "
+                                 f"{tuple(weight.shape)})\n  got:      {_short(got)}\n  expected: {_short(written)}"
+                                 "\n  (read out of the model quantize_static wrote)\n"
+                                 "  hint: one scale per output channel (dim 0); symmetric signed codes -127..127, "
+                                 "so the largest magnitude of the channel maps to 127")
+    print(f"✓ ort_weight_scales: passed ({len(cases)} convolutions quantized by ONNX Runtime)")
+
+
+def _openvino_fake_quantize(x: torch.Tensor, levels: int, low: float, high: float) -> torch.Tensor:
+    """OpenVINO's FakeQuantize operation (input and output range [low, high]) run on ``x`` by the CPU plugin."""
+    import numpy as np
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    parameter = ops.parameter(list(x.shape), ov.Type.f32)
+    low_c, high_c = ops.constant(np.float32(low)), ops.constant(np.float32(high))
+    model = ov.Model([ops.fake_quantize(parameter, low_c, high_c, low_c, high_c, levels)], [parameter])
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return torch.from_numpy(compiled(x.numpy())[0].copy())
+
+
+def check_fake_quantize_qparams(fake_quantize_qparams) -> None:
+    """``fake_quantize_qparams(levels, low, high) -> (scale, zero_point)`` of an OpenVINO FakeQuantize.
+
+    The check runs OpenVINO's own FakeQuantize on random values and compares it with PyTorch's fake quantization
+    at the learner's scale and zero-point (codes 0..levels-1).
+    """
+    x = torch.randn(4000, generator=_generator(17)) * 3
+    cases = [(256, 0.0, 6.2),  # a ReLU output: unsigned
+             (256, -2.5 * 128 / 127, 2.5),  # NNCF's symmetric signed activations
+             (255, -1.3, 1.3),  # NNCF's symmetric weights: 255 levels
+             (16, 0.0, 4.0)]  # 4 bits
+    for number, (levels, low, high) in enumerate(cases, 1):
+        got = _call("fake_quantize_qparams", fake_quantize_qparams, levels, low, high)
+        expected = _openvino_fake_quantize(x, levels, low, high)
+        try:
+            scale, zero_point = float(got[0]), int(got[1])
+            simulated = torch.fake_quantize_per_tensor_affine(x, scale, zero_point, 0, levels - 1)
+        except (TypeError, ValueError, IndexError, RuntimeError) as error:
+            raise AssertionError(f"fake_quantize_qparams: wrong answer on case {number}: returned {got!r}, "
+                                 f"expected (scale, zero_point) ({error.__class__.__name__})") from None
+        if not torch.allclose(simulated, expected, atol=1e-5):
+            raise AssertionError(f"fake_quantize_qparams: wrong answer on case {number}: levels={levels}, "
+                                 f"low={low:.4f}, high={high:.4f}\n  got: scale {scale:.6g}, zero-point {zero_point}; "
+                                 "PyTorch's fake quantization with them differs from OpenVINO's FakeQuantize by up "
+                                 f"to {(simulated - expected).abs().max().item():.3g}\n"
+                                 "  hint: levels codes 0..levels-1 spread evenly from low to high; the zero-point is "
+                                 "the code that stands for 0.0")
+    print(f"✓ fake_quantize_qparams: passed ({len(cases)} FakeQuantize ranges, against OpenVINO's own operation)")
 
 
 # Notebook 11 -----------------------------------------------------------------------------------

@@ -3,9 +3,11 @@
 ``--task quantize`` and ``--task predict`` behave as the original script does
 when given only its flags (CenterCrop(224), ToTensor, Normalize; FX static
 quantization with the x86 default qconfig mapping; TorchScript files). On top:
-``--task train`` and ``--task evaluate``, ``--image_size``, a seeded
-calibration order, RGB conversion of any image mode, ``weights_only`` loading,
-one-line errors with exit code 2, and atomic writes.
+``--task train``, ``--task evaluate`` and ``--task export`` (an ONNX file, FP32
+or static INT8 QDQ, notebook 10), ``.onnx`` models run by ONNX Runtime in
+predict and evaluate, ``--image_size``, a seeded calibration order, RGB
+conversion of any image mode, ``weights_only`` loading, one-line errors with
+exit code 2, and atomic writes.
 """
 
 from __future__ import annotations
@@ -28,6 +30,11 @@ EXAMPLES = """examples (the bundled digits, ten classes; use your own paths, sta
   predict:  qtutor --task predict --dst_model densenet_digits_int8.pt --labels_file data/digits/labels.txt \\
               --images_path data/samples --mean "(0.1315, 0.1315, 0.1315)" --std "(0.3088, 0.3088, 0.3088)" \\
               --image_size 64
+  export:   qtutor --task export --src_model densenet_digits.pth --dst_model densenet_digits_int8.onnx --int8 \\
+              --classes_number 10 --mean "(0.1315, 0.1315, 0.1315)" --std "(0.3088, 0.3088, 0.3088)" \\
+              --dataset_path data/digits --image_size 64
+            (without --int8: the FP32 model as ONNX; predict and evaluate run an .onnx --dst_model in ONNX
+            Runtime, and evaluate --onnx_model FILE adds an ONNX row beside the TorchScript INT8 one)
 Without --image_size, images are center-cropped to 224x224 with no resize, as in the original script."""
 
 COMPLETED = "====== execution completed ======"
@@ -47,11 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="qtutor", description="Quantize a DenseNet-121 classifier to INT8 and predict with it.",
                      epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     original = parser.add_argument_group("the original script's flags")
-    original.add_argument("--task", required=True, choices=["quantize", "predict", "train", "evaluate"],
-                          help="what to do (train and evaluate are qtutor's additions)")
+    original.add_argument("--task", required=True, choices=["quantize", "predict", "train", "evaluate", "export"],
+                          help="what to do (train, evaluate and export are qtutor's additions)")
     original.add_argument("--src_model", help="FP32 DenseNet-121 state_dict (.pth) to quantize or evaluate")
     original.add_argument("--dst_model", help="INT8 TorchScript file to write (quantize) or read (predict, "
-                                              "evaluate); for train, the FP32 state_dict to write")
+                                              "evaluate; an .onnx file runs in ONNX Runtime); for train, the FP32 "
+                                              "state_dict to write; for export, the .onnx file to write")
     original.add_argument("--classes_number", type=int, default=2, help="outputs of the classifier (default 2)")
     original.add_argument("--mean", help='per-channel mean, a tuple literal such as "(0.485, 0.456, 0.406)"')
     original.add_argument("--std", help='per-channel std, a tuple literal such as "(0.229, 0.224, 0.225)"')
@@ -63,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     added.add_argument("--calibration_batches", type=int, default=20, help="calibration batches (default 20)")
     added.add_argument("--batch_size", type=int, default=4, help="calibration batch size (default 4)")
     added.add_argument("--epochs", type=int, help="training epochs (train; default: the course recipe's 20)")
+    added.add_argument("--int8", action="store_true",
+                       help="export: static INT8 (ONNX Runtime QDQ, calibrated on --dataset_path/train), not FP32")
+    added.add_argument("--onnx_model", help="evaluate: an .onnx file to evaluate beside --dst_model")
     added.add_argument("--version", action="version", version=f"qtutor {qtutor.__version__}")
     return parser
 
@@ -156,37 +167,104 @@ def _image_folder(folder, transform):
     return dataset
 
 
-def task_quantize(args) -> None:
-    """Calibrate and convert an FP32 checkpoint to an INT8 TorchScript file, as the original does."""
-    import torch
-    from torch.utils.data import DataLoader
-
-    from qtutor.data import ORIGINAL_CROP
-    from qtutor.files import file_size_mb
-    from qtutor.models import load_checkpoint
-    from qtutor.ptq import quantize_fx, save_torchscript
-
-    _require(args, "src_model", "dst_model", "dataset_path")
+def _check_calibration(args):
+    """``(mean, std, dataset root)`` for a task that calibrates; every flag checked before anything runs."""
+    _require(args, "dataset_path")
     mean, std = _statistics(args)
     _positive(args.calibration_batches, "calibration_batches")
     _positive(args.batch_size, "batch_size")
-    destination = _output_path(args.dst_model, source=args.src_model)
-    root = _dataset_root(args)
-    model = load_checkpoint(args.src_model, args.classes_number)
+    return mean, std, _dataset_root(args)
+
+
+def _calibration_loader(args, mean, std, root):
+    """--dataset_path/train in a seeded shuffled order, batches of --batch_size; prints what the original prints."""
+    import torch
+    from torch.utils.data import DataLoader
+
     dataset = _image_folder(root / "train", _transform(args, mean, std))
     print(f"calibration dataset length: {len(dataset)}; classes: {dataset.class_to_idx}; "
           f"number of categories: {len(dataset.classes)}")
-    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True,
-                        generator=torch.Generator().manual_seed(0))
+    return DataLoader(dataset, batch_size=args.batch_size, shuffle=True, generator=torch.Generator().manual_seed(0))
+
+
+def _report_sizes(source, destination, label: str) -> None:
+    from qtutor.files import file_size_mb
+
+    fp32, written = file_size_mb(source), file_size_mb(destination)
+    print(f"FP32 {source}: {fp32:.1f} MB; {label} {destination}: {written:.1f} MB ({written / fp32:.0%} of FP32)")
+
+
+def task_quantize(args) -> None:
+    """Calibrate and convert an FP32 checkpoint to an INT8 TorchScript file, as the original does."""
+    import torch
+
+    from qtutor.data import ORIGINAL_CROP
+    from qtutor.models import load_checkpoint
+    from qtutor.ptq import quantize_fx, save_torchscript
+
+    _require(args, "src_model", "dst_model")
+    mean, std, root = _check_calibration(args)
+    destination = _output_path(args.dst_model, source=args.src_model)
+    model = load_checkpoint(args.src_model, args.classes_number)
+    loader = _calibration_loader(args, mean, std, root)
     size = args.image_size or ORIGINAL_CROP
     quantized = quantize_fx(model, loader, (torch.randn(1, 3, size, size),), batches=args.calibration_batches,
                             progress=sys.stderr.isatty())
     save_torchscript(quantized, destination)
-    fp32, int8 = file_size_mb(args.src_model), file_size_mb(destination)
-    print(f"FP32 {args.src_model}: {fp32:.1f} MB; INT8 {destination}: {int8:.1f} MB ({int8 / fp32:.0%} of FP32)")
+    _report_sizes(args.src_model, destination, "INT8")
 
 
-def _load_int8(path):
+def task_export(args) -> None:
+    """Export an FP32 checkpoint to ONNX; with --int8, quantize it with ONNX Runtime's static QDQ quantization.
+
+    The INT8 file is calibrated like --task quantize: --calibration_batches batches of --batch_size images
+    of --dataset_path/train in the same seeded order; weights per channel, activations unsigned (notebook 10).
+    """
+    import tempfile
+
+    import torch
+
+    from qtutor import deploy
+    from qtutor.data import ORIGINAL_CROP
+    from qtutor.errors import InputError
+    from qtutor.models import load_checkpoint
+
+    _require(args, "src_model", "dst_model")
+    destination = _output_path(args.dst_model, source=args.src_model)
+    if destination.suffix != ".onnx":
+        raise InputError(f"--dst_model {destination}: expected a file name ending in .onnx")
+    calibration = _check_calibration(args) if args.int8 else None
+    deploy.require("onnx", "onnxscript", "onnxruntime")
+    model = load_checkpoint(args.src_model, args.classes_number)
+    size = args.image_size or ORIGINAL_CROP
+    example = torch.zeros(2, 3, size, size)  # a batch of two: the exported batch size stays dynamic
+    if calibration is None:
+        deploy.export_onnx(model, example, destination)
+    else:
+        batches = deploy.calibration_batches(_calibration_loader(args, *calibration), args.calibration_batches)
+        with tempfile.TemporaryDirectory() as folder:
+            deploy.export_onnx(model, example, Path(folder) / "fp32.onnx")
+            deploy.quantize_onnx(Path(folder) / "fp32.onnx", destination, batches)
+    print(f"{'INT8 (static QDQ)' if args.int8 else 'FP32'} ONNX for {size}x{size} images, any batch size")
+    _report_sizes(args.src_model, destination, "INT8 ONNX" if args.int8 else "FP32 ONNX")
+
+
+def _load_model(path, image_size: int):
+    """The model --task predict or evaluate runs: TorchScript, or an .onnx file in ONNX Runtime."""
+    from qtutor.errors import InputError
+
+    if Path(path).suffix != ".onnx":
+        return _load_torchscript(path)
+    from qtutor import deploy
+
+    model = deploy.load_onnx(path)
+    if model.image_size not in (None, image_size):
+        raise InputError(f"--dst_model {path}: takes {model.image_size}x{model.image_size} images but the "
+                         f"preprocessing gives {image_size}x{image_size}; expected --image_size {model.image_size}")
+    return model
+
+
+def _load_torchscript(path):
     from qtutor.errors import InputError
     from qtutor.ptq import load_torchscript
 
@@ -214,8 +292,8 @@ def task_predict(args) -> None:
     files = image_files(folder)
     if not files:
         raise InputError(f"--images_path {folder}: holds no files; expected images to classify")
-    model = _load_int8(args.dst_model)
     size = args.image_size or ORIGINAL_CROP
+    model = _load_model(args.dst_model, size)
     with torch.no_grad():
         outputs = model(torch.zeros(1, 3, size, size)).shape[-1]
     labels = read_labels(args.labels_file, outputs)
@@ -277,8 +355,16 @@ def task_train(args) -> None:
     print(f"wrote {destination}")
 
 
+def _onnx_label(path) -> str:
+    """"ONNX INT8" for a quantized (QDQ) ONNX file, "ONNX FP32" otherwise."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return "ONNX INT8" if any(node.op_type == "QuantizeLinear" for node in graph.node) else "ONNX FP32"
+
+
 def task_evaluate(args) -> None:
-    """FP32 against INT8 on dataset_path/test (or val): accuracy with interval, agreement, KL, size, latency."""
+    """FP32 against INT8 (and --onnx_model) on dataset_path/test (or val): accuracy, agreement, KL, size, latency."""
     from torch.utils.data import DataLoader
 
     from qtutor.data import ORIGINAL_CROP
@@ -291,14 +377,17 @@ def task_evaluate(args) -> None:
     mean, std = _statistics(args)
     root = _dataset_root(args)
     split = "test" if (root / "test").is_dir() else "val" if (root / "val").is_dir() else "train"
-    fp32 = load_checkpoint(args.src_model, args.classes_number)
-    int8 = _load_int8(args.dst_model)
+    size = args.image_size or ORIGINAL_CROP
+    models = {"FP32": (load_checkpoint(args.src_model, args.classes_number), args.src_model)}
+    for path in (args.dst_model, args.onnx_model):
+        if path is not None:
+            model = _load_model(path, size)
+            label = _onnx_label(path) if Path(path).suffix == ".onnx" else "INT8"
+            models[label if label not in models else Path(path).name] = (model, path)
     dataset = _image_folder(root / split, _transform(args, mean, std))
     loader = DataLoader(dataset, batch_size=32)
-    reference = predict(fp32, loader)
-    size = args.image_size or ORIGINAL_CROP
+    reference = predict(models["FP32"][0], loader)
     example = dataset[0][0].unsqueeze(0)
-    models = {"FP32": (fp32, args.src_model), "INT8": (int8, args.dst_model)}
     timings = time_in_turns({name: (lambda m=model: m(example)) for name, (model, _) in models.items()})
     rows = []
     for name, (model, path) in models.items():
@@ -306,14 +395,17 @@ def task_evaluate(args) -> None:
         rows.append({"model": name, "accuracy [95% CI]": f"{row['accuracy']:.2%}",
                      "agreement": f"{row['agreement']:.2%}", "KL": row["KL"], "size MB": file_size_mb(path),
                      "batch 1 ms": timings[name].median})
-    fp32_row, int8_row = rows
     print(f"{len(dataset)} images in {root / split}, {size}x{size}; agreement and KL (nats) against FP32")
     print(text_table(rows, {"KL": ".2e", "size MB": ".2f", "batch 1 ms": ".2f"}))
-    print(f"INT8/FP32: size {int8_row['size MB'] / fp32_row['size MB']:.2f}x, batch 1 latency "
-          f"{int8_row['batch 1 ms'] / fp32_row['batch 1 ms']:.2f}x ({timing_note()})")
+    fp32_row = rows[0]
+    for row in rows[1:]:
+        print(f"{row['model']}/FP32: size {row['size MB'] / fp32_row['size MB']:.2f}x, batch 1 latency "
+              f"{row['batch 1 ms'] / fp32_row['batch 1 ms']:.2f}x")
+    print(timing_note())
 
 
-TASKS = {"quantize": task_quantize, "predict": task_predict, "train": task_train, "evaluate": task_evaluate}
+TASKS = {"quantize": task_quantize, "predict": task_predict, "train": task_train, "evaluate": task_evaluate,
+         "export": task_export}
 
 
 def _as_flags(message: str, parser: argparse.ArgumentParser) -> str:

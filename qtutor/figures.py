@@ -37,6 +37,8 @@ __all__ = [
     "precision_figure",
     "ste_figure",
     "smoothquant_figure",
+    "qparams_figure",
+    "describe_qparams",
 ]
 
 
@@ -364,3 +366,47 @@ def smoothquant_figure(x, weight, channels, *, outlier_size: float = 50.0, alpha
     stats = {"act_max": x_smooth.abs().max().item(), "weight_max": w_smooth.abs().max().item(),
              "sqnr_db": sqnr_db(reference, output), "sqnr_db_unsmoothed": plain}
     return figure, stats
+
+
+def _range_bars(ax, rows: dict, title: str) -> None:
+    """Horizontal bars of the real range each form's codes cover, labelled with its scale, zero-point and codes."""
+    for y, q in enumerate(rows.values()):
+        ax.barh(y, q.high - q.low, left=q.low, color=PALETTE["values"], height=0.6)
+        ax.text(q.low, y + 0.38, f"S={q.scale:.4g}  zp={q.zero_point}  {q.codes} codes", fontsize=7)
+    ax.axvline(0, color=PALETTE["guide"], linewidth=0.8)
+    ax.set_yticks(range(len(rows)), list(rows))
+    ax.set_ylim(-0.5, len(rows))
+    ax.set_xlabel("real values the codes cover")
+    ax.set_title(title, fontsize=10)
+
+
+def qparams_figure(forms: dict, *, layer: str):
+    """One convolution's quantization in several forms of the model, side by side (notebook 10).
+
+    ``forms`` maps a form's name ("PyTorch FX", "ONNX Runtime", ...) to a function that reads a layer's
+    :class:`qtutor.deploy.LayerQParams` out of it; the first form is the reference for the weight scales.
+    Returns ``(figure, stats)``: the figure draws the range each form's input and output codes cover and each
+    output channel's weight scale divided by the reference's.
+    """
+    read = {name: reader(layer) for name, reader in forms.items()}
+    reference = next(iter(read.values())).weight_scales
+    figure, (left, middle, right) = new_figure(12, 3.0, ncols=3)
+    _range_bars(left, {name: q.input for name, q in read.items()}, f"{layer}: input")
+    _range_bars(middle, {name: q.output for name, q in read.items()}, "output")
+    stats = {}
+    for name, q in read.items():
+        ratio = q.weight_scales / reference
+        right.plot(ratio.numpy(), ".", label=name, markersize=4)
+        stats[name] = {"input": q.input, "output": q.output, "weight_scale_ratio": ratio.median().item()}
+    right.set_xlabel("output channel")
+    right.set_ylabel(f"weight scale / {next(iter(read))}'s")
+    right.set_title("per-channel weight scales", fontsize=10)
+    right.legend(fontsize=7)
+    return figure, stats
+
+
+def describe_qparams(stats: dict) -> str:
+    """One line per form: input and output scale and zero-point, weight scales against the first form's."""
+    return "  |  ".join(f"{name}: input {s['input'].scale:.4g}/{s['input'].zero_point}, output "
+                        f"{s['output'].scale:.4g}/{s['output'].zero_point}, weights x{s['weight_scale_ratio']:.4f}"
+                        for name, s in stats.items())

@@ -31,6 +31,7 @@ __all__ = [
     "method_explorer",
     "requantize_explorer",
     "layer_explorer",
+    "qparams_explorer",
     "precision_explorer",
     "ste_explorer",
     "smoothquant_explorer",
@@ -172,3 +173,9 @@ def smoothquant_explorer(x, weight, channels) -> widgets.VBox:
     alpha = widgets.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="alpha")
     return _explorer(figures.smoothquant_figure, dict(outlier_size=size, alpha=alpha),
                      x=torch.as_tensor(x, dtype=torch.float32), weight=weight, channels=channels)
+
+
+def qparams_explorer(forms: dict, layers: list[str]) -> widgets.VBox:
+    """A layer picker over :func:`qtutor.figures.qparams_figure` (notebook 10)."""
+    picker = widgets.Dropdown(options=layers, value=layers[0], description="layer", layout=widgets.Layout(width="60%"))
+    return _explorer(figures.qparams_figure, dict(layer=picker), describe=figures.describe_qparams, forms=forms)

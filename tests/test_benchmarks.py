@@ -25,18 +25,43 @@ def test_primitives_writes_its_tables(tmp_path):
     assert "ratio" in (tmp_path / "primitives.md").read_text()
 
 
+RUNTIME_VARIANTS = ["ort_fp32", "ort_int8", "openvino_fp32", "openvino_fp32_default", "openvino_int8"]
+
+
 def test_inference_writes_its_tables(tmp_path):
     result = run("inference.py", "--sizes", 32, "--batches", 2, "--repeats", 1, "--random-weights",
-                 "--variants", "fp32", "fx_int8", "--out", tmp_path)
+                 "--variants", "fp32", "fx_int8", *RUNTIME_VARIANTS, "--out", tmp_path)
     assert result.returncode == 0, result.stderr
     data = json.loads((tmp_path / "inference.json").read_text())
-    assert [row["variant"] for row in data["latency"]] == ["fp32", "fx_int8"]
-    fp32, int8 = data["files"]
-    assert fp32["size vs fp32"] == 1.0 and int8["size vs fp32"] < 0.35  # the INT8 file really is smaller
-    assert data["latency"][0]["speed-up vs fp32"] == 1.0 and data["latency"][1]["median ms"] > 0
-    assert "accuracy" not in int8  # the model was trained at 64x64: at 32 only speed and size are measured
+    assert [row["variant"] for row in data["latency"]] == ["fp32", "fx_int8", *RUNTIME_VARIANTS]
+    files = {row["variant"]: row for row in data["files"]}
+    assert files["fp32"]["size vs fp32"] == 1.0 and files["fx_int8"]["size vs fp32"] < 0.35  # INT8 really is smaller
+    assert files["ort_fp32"]["file"] == "fp32.onnx" and 0.95 < files["ort_fp32"]["size vs fp32"] < 1.1
+    assert files["openvino_fp32"]["size vs fp32"] > 0.95  # its weights stay FP32 (not FP16, OpenVINO's default)
+    assert files["ort_int8"]["size vs fp32"] < 0.35 and files["openvino_int8"]["size vs fp32"] < 0.35
+    assert data["latency"][0]["speed-up vs fp32"] == 1.0 and all(row["median ms"] > 0 for row in data["latency"])
+    assert "accuracy" not in files["fx_int8"]  # the model was trained at 64x64: at 32 only speed and size are measured
     page = (tmp_path / "inference.md").read_text()
     assert "INT8 (TorchScript) file at most 30% of FP32" in page and "run at 32x32 for speed and size only" in page
+    assert "OpenVINO's default inference precision on this CPU is" in page
+    assert "no INT8 accuracy was measured on a well-trained FP32 model" in page
+
+
+def test_fastest_int8_keeps_only_variants_within_half_a_point():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from inference import fastest_int8
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    latency = [{"size": 64, "batch": 1, "variant": v, "median ms": ms, "speed-up vs fp32": 10 / ms}
+               for v, ms in (("fp32", 10.0), ("fx_int8", 4.0), ("ort_int8", 3.0), ("openvino_int8", 2.0))]
+    files = [{"size": 64, "variant": "fp32", "accuracy": 0.99, "accuracy - fp32 (pp)": 0.0},
+             {"size": 64, "variant": "fx_int8", "accuracy": 0.99, "accuracy - fp32 (pp)": 0.0},
+             {"size": 64, "variant": "ort_int8", "accuracy": 0.987, "accuracy - fp32 (pp)": -0.3},
+             {"size": 64, "variant": "openvino_int8", "accuracy": 0.98, "accuracy - fp32 (pp)": -1.0}]
+    lines = fastest_int8(latency, files)
+    assert lines[0].startswith("- 64px, batch 1: ort_int8 (3.00 ms, 3.33x")  # openvino_int8 is faster but 1 point off
+    assert lines[1] == "- more than 0.5 points from FP32, left out: openvino_int8"
 
 
 def test_inference_reports_a_missed_target():

@@ -176,6 +176,15 @@ CASES = [
      [lambda m, e, b: my_quantize_pt2e(m, e, []),  # no calibration
       lambda m, e, b: my_quantize_pt2e(m, e, b[:1]),  # one batch only
       lambda m, e, b: m]),  # not quantized at all
+    (checks.check_ort_weight_scales, lambda w: w.abs().amax(dim=(1, 2, 3)) / 127,
+     [lambda w: w.abs().amax(dim=(1, 2, 3)) / 127.5,  # PyTorch's: codes -128..127 halved
+      lambda w: (w.amax(dim=(1, 2, 3)) - w.amin(dim=(1, 2, 3))) / 255,  # affine
+      lambda w: w.abs().max() / 127 * torch.ones(w.shape[0])]),  # one scale for the tensor
+    (checks.check_fake_quantize_qparams,
+     lambda levels, low, high: ((high - low) / (levels - 1), round(-low / ((high - low) / (levels - 1)))),
+     [lambda levels, low, high: ((high - low) / levels, round(-low * levels / (high - low))),  # one level too many
+      lambda levels, low, high: ((high - low) / (levels - 1), 0),  # zero-point always 0
+      lambda levels, low, high: (high / (levels - 1), 0)]),  # ignores low
     (checks.check_saved_megabytes, saved_megabytes,
      [lambda m, d: sum(p.numel() for p in m.parameters()) * d.itemsize / 1e6,  # forgets the buffers
       lambda m, d: sum(t.numel() for t in m.state_dict().values()) * d.itemsize / 1e6,  # casts the int64 counter

@@ -1,8 +1,11 @@
 """The command line: the original flags, the happy path, parity with the original predict, and every bad input."""
 
+import contextlib
+import io
 import os
 import pickle
 import re
+import shutil
 import subprocess
 import sys
 
@@ -11,9 +14,10 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
+from qtutor import deploy
 from qtutor.cli import COMPLETED, main
 from qtutor.data import DIGITS_DIR
-from qtutor.models import build_densenet
+from qtutor.models import build_densenet, course_checkpoint, load_checkpoint
 
 MEAN, STD = "(0.1315, 0.1315, 0.1315)", "(0.3088, 0.3088, 0.3088)"
 TWO_DIGITS = {"four": "4", "nine": "9"}  # the tiny workspace dataset: two of the bundled classes
@@ -243,10 +247,10 @@ def test_bad_command_line_is_one_line_exit_2():
 def test_help_has_an_example_for_each_task():
     result = subprocess.run([sys.executable, "-m", "qtutor", "--help"], capture_output=True, text=True)
     assert result.returncode == 0
-    for task in ("train:", "quantize:", "evaluate:", "predict:"):
+    for task in ("train:", "quantize:", "evaluate:", "predict:", "export:"):
         assert task in result.stdout
     for flag in ("--src_model", "--dst_model", "--classes_number", "--mean", "--std", "--labels_file",
-                 "--images_path", "--dataset_path"):
+                 "--images_path", "--dataset_path", "--int8", "--onnx_model"):
         assert flag in result.stdout
 
 
@@ -292,3 +296,119 @@ def test_a_library_message_names_an_argument_and_the_command_line_its_flag():
     assert _as_flags("std='(0, 1, 1)': expected three non-zero numbers", parser).startswith("--std '(0, 1, 1)'")
     for untouched in ("labels file /tmp/mean=x.txt: cannot be read", "x=3: not a flag", "--dst_model a.pt: exists"):
         assert _as_flags(untouched, parser) == untouched
+
+
+# --task export, and .onnx models in predict and evaluate -----------------------------------------------------
+
+def export_args(workspace, **overrides):
+    return task_argv("export", {"src_model": workspace / "fp32.pth", "dst_model": workspace / "out" / "new.onnx",
+                                "mean": MEAN, "std": STD, "dataset_path": workspace / "dataset",
+                                "classes_number": "2"}, overrides) + ["--int8"]
+
+
+EXPORT_ERRORS = [
+    (dict(dst_model="out/model.pt"), "--dst_model out/model.pt: expected a file name ending in .onnx"),
+    (dict(dst_model="fp32.pth"), "is the same file as --src_model"),
+    (dict(dst_model="missing_folder/x.onnx"), "folder missing_folder does not exist"),
+    (dict(src_model="missing.pth"), "missing.pth: does not exist"),
+    (dict(src_model="garbage.pth"), "not a readable PyTorch file"),
+    (dict(src_model="evil.pth"), "holds code or objects that weights_only loading refuses (posix.system)"),
+    (dict(dataset_path=None), "--task export needs --dataset_path"),  # --int8 calibrates
+    (dict(mean="(1, 2)"), "--mean '(1, 2)': expected a tuple of three numbers"),
+    (dict(dataset_path="no_train"), "has no train/ folder"),
+    (dict(calibration_batches="0"), "--calibration_batches 0: expected a whole number of at least 1"),
+]
+
+
+@pytest.mark.parametrize("overrides,message", EXPORT_ERRORS, ids=[m for _, m in EXPORT_ERRORS])
+def test_export_bad_input(workspace, capsys, monkeypatch, overrides, message):
+    assert_rejected(capsys, monkeypatch, workspace, export_args(workspace, **overrides), message)
+
+
+def test_export_fp32_runs_like_the_checkpoint(workspace, tmp_path, capsys):
+    code, out, _ = run(capsys, "--task", "export", "--src_model", str(workspace / "fp32.pth"), "--dst_model",
+                       str(tmp_path / "fp32.onnx"), "--image_size", "32")
+    assert code == 0 and "FP32 ONNX for 32x32 images, any batch size" in out
+    images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = load_checkpoint(workspace / "fp32.pth")(images)
+    assert torch.allclose(deploy.load_onnx(tmp_path / "fp32.onnx")(images), expected, atol=1e-4)
+
+
+def quiet_main(*argv) -> str:
+    """Run the command line in this process; return what it printed (it must succeed)."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main([str(a) for a in argv]) == 0
+    return printed.getvalue()
+
+
+@pytest.fixture(scope="module")
+def course_int8(tmp_path_factory):
+    """The shipped course model made INT8 twice: FX TorchScript (--task quantize), ONNX QDQ (--task export --int8)."""
+    root = tmp_path_factory.mktemp("course_int8")
+    shutil.copyfile(course_checkpoint(), root / "fp32.pth")
+    common = ["--src_model", root / "fp32.pth", "--classes_number", "10", "--mean", MEAN, "--std", STD,
+              "--dataset_path", DIGITS_DIR, "--image_size", "64"]
+    quiet_main("--task", "quantize", "--dst_model", root / "int8.pt", *common)
+    printed = quiet_main("--task", "export", "--dst_model", root / "int8.onnx", "--int8", *common)
+    return root, printed
+
+
+def test_export_int8_writes_a_quarter_size_qdq_model(course_int8):
+    root, printed = course_int8
+    assert "calibration dataset length: 3500" in printed and "INT8 (static QDQ) ONNX for 64x64 images" in printed
+    assert COMPLETED in printed.splitlines()[-1]
+    assert (root / "int8.onnx").stat().st_size < 0.35 * (root / "fp32.pth").stat().st_size
+    assert deploy.optimized_op_types(root / "int8.onnx")["QLinearConv"] == 120  # every convolution runs in INT8
+
+
+def predictions(capsys, model, folder) -> dict[str, str]:
+    """--task predict on every image in ``folder``: {file name: class name}."""
+    code, out, _ = run(capsys, "--task", "predict", "--dst_model", str(model), "--labels_file",
+                       str(DIGITS_DIR / "labels.txt"), "--images_path", str(folder), "--mean", MEAN, "--std", STD,
+                       "--image_size", "64")
+    assert code == 0
+    lines = [line.split("\t") for line in out.splitlines()[:-1]]
+    assert all(len(fields) == 3 and len(fields[2]) == 6 for fields in lines)  # the same output format
+    return {name: label for name, label, _ in lines}
+
+
+def test_onnx_int8_predicts_the_classes_the_torchscript_int8_model_predicts(course_int8, tmp_path, capsys):
+    """Both INT8 files of the course model on 300 bundled test images (30 per digit), one image at a time."""
+    root, _ = course_int8
+    for digit in "0123456789":
+        for path in sorted((DIGITS_DIR / "test" / digit).glob("*.png"))[:30]:
+            shutil.copyfile(path, tmp_path / path.name)
+    torchscript, onnx_runtime = (predictions(capsys, root / name, tmp_path) for name in ("int8.pt", "int8.onnx"))
+    assert len(torchscript) == 300 and torchscript.keys() == onnx_runtime.keys()
+    agreement = sum(torchscript[name] == onnx_runtime[name] for name in torchscript) / len(torchscript)
+    print(f"ONNX Runtime INT8 and PyTorch FX INT8 agree on {agreement:.1%} of {len(torchscript)} test images")
+    assert agreement >= 0.99, f"agreement {agreement:.1%}"
+
+
+def test_evaluate_puts_the_onnx_model_beside_the_torchscript_one(course_int8, tmp_path, capsys):
+    root, _ = course_int8
+    for digit in "0123456789":  # ten test images per class; evaluate wants a train/ folder too
+        (tmp_path / "train" / digit).mkdir(parents=True)
+        (tmp_path / "test" / digit).mkdir(parents=True)
+        for path in sorted((DIGITS_DIR / "test" / digit).glob("*.png"))[:10]:
+            shutil.copyfile(path, tmp_path / "test" / digit / path.name)
+    code, out, _ = run(capsys, "--task", "evaluate", "--src_model", str(root / "fp32.pth"), "--dst_model",
+                       str(root / "int8.pt"), "--onnx_model", str(root / "int8.onnx"), "--classes_number", "10",
+                       "--mean", MEAN, "--std", STD, "--dataset_path", str(tmp_path), "--image_size", "64")
+    assert code == 0
+    rows = [line.split()[0:2] for line in out.splitlines() if line.startswith(("FP32 ", "INT8 ", "ONNX INT8 "))]
+    assert [r[0] for r in rows] == ["FP32", "INT8", "ONNX"], out
+    assert "100 images in" in out and "ONNX INT8/FP32: size 0.3" in out and "INT8/FP32: size 0.2" in out
+
+
+def test_predict_refuses_an_onnx_model_for_another_image_size(course_int8, workspace, capsys, monkeypatch):
+    root, _ = course_int8
+    (workspace / "out").mkdir(exist_ok=True)
+    shutil.copyfile(root / "int8.onnx", workspace / "out" / "int8_64.onnx")
+    assert_rejected(capsys, monkeypatch, workspace, predict_args(workspace / "out" / "int8_64.onnx"),
+                    "takes 64x64 images but the preprocessing gives 32x32; expected --image_size 64")
+    (workspace / "garbage.onnx").write_bytes(b"not a model")
+    assert_rejected(capsys, monkeypatch, workspace, predict_args(workspace / "garbage.onnx"),
+                    "--dst_model " + str(workspace / "garbage.onnx") + ": not an ONNX model ONNX Runtime can load")

@@ -252,3 +252,21 @@ def test_level_figures_draw_every_grid():
     relative = right.lines[0].get_ydata()
     assert relative.min() >= 1 / 16 - 1e-9 and relative[-1] <= 1 / 8 + 1e-9  # E4M3's normal range: 3 mantissa bits
     assert png(figure)
+
+
+def test_qparams_figure_and_explorer():
+    from qtutor.deploy import LayerQParams, QParams
+    from qtutor.figures import describe_qparams, qparams_figure
+    from qtutor.widgets import qparams_explorer
+
+    def reader(weight_scale, zero_point):
+        return lambda layer: LayerQParams(QParams(0.05, 0, 0, 255), QParams(0.1, zero_point, 0, 255),
+                                          torch.full((4,), weight_scale), torch.zeros(4, dtype=torch.int32))
+
+    forms = {"a": reader(1.0, 70), "b": reader(1.5, 128)}
+    figure, stats = qparams_figure(forms, layer="conv")
+    assert stats["a"]["weight_scale_ratio"] == 1.0 and stats["b"]["weight_scale_ratio"] == 1.5
+    assert stats["b"]["output"].low == pytest.approx(-12.8) and "b: input 0.05/0" in describe_qparams(stats)
+    box = qparams_explorer(forms, ["conv", "other"])
+    box.controls["layer"].value = "other"
+    assert box.last_stats["a"]["output"].zero_point == 70
