@@ -35,9 +35,10 @@ e2e: $(STAMP)  ## only the browser test: JupyterLab in headless Chromium (needs 
 hub: $(STAMP)  ## only the JupyterHub test: two students on a local hub (needs `npm install -g configurable-http-proxy`)
 	$(PY) -m pytest -m hub tests/hub
 
-bench: $(STAMP)  ## every benchmark, one at a time (about 45 min: compiling DenseNet takes minutes); tables in benchmarks/results/
+bench: $(STAMP)  ## every benchmark, one at a time (over an hour on 2 cores); tables in benchmarks/results/
 	$(PY) benchmarks/primitives.py
 	$(PY) benchmarks/inference.py
+	$(PY) benchmarks/ablations.py
 	$(PY) benchmarks/course.py
 
 # The bundled digits' statistics (data/digits/stats.json), classes, and the size the course model is trained at.

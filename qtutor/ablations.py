@@ -37,7 +37,7 @@ def stored_results() -> dict:
 
     if not RESULTS.is_file():
         raise FileNotFoundError(f"{RESULTS}: missing; it ships with the repository, or rerun "
-                                "python benchmarks/ablations.py (about half an hour on 2 cores)")
+                                "python benchmarks/ablations.py (about 25 minutes on 2 cores)")
     return json.loads(RESULTS.read_text())
 
 
@@ -146,13 +146,15 @@ def mixed_precision_sweep(model, data: ImageData, example_inputs: tuple, ranked_
 
 
 def qat_comparison(model, data: ImageData, example_inputs: tuple, *, weight_bits: int, activation_bits: int,
-                   images: int, epochs: int = 1, learning_rate: float = 1e-4,
+                   images: int, epochs: int = 1, learning_rate: float = 1e-4, observer: str = "histogram",
                    reference: metrics.Outputs) -> dict[str, dict]:
     """PTQ, FP32 fine-tuning then PTQ (the same effort as QAT), and QAT, all fake-quantized at the given widths.
 
     Both fine-tuning runs see the same ``images`` training images in the same
     order, with the same optimizer and learning rate (notebook 08). PTQ ranges
-    are notebook 06's MSE clipping; QAT's are moving averages of min and max.
+    come from ``observer`` (default: PyTorch's histogram observer, the best of
+    notebook 06's three at 4-bit activations); QAT's are moving averages of min
+    and max.
     """
     from qtutor.qat import fine_tune, prepare_qat
 
@@ -160,7 +162,7 @@ def qat_comparison(model, data: ImageData, example_inputs: tuple, *, weight_bits
         return data.calibration_loader(batch_size=32, seed=1, subset=images)
 
     def quantized_after_training(trained):
-        mapping = ptq.fake_quant_mapping(weight_bits, activation_bits, observer="mse")
+        mapping = ptq.fake_quant_mapping(weight_bits, activation_bits, observer=observer)
         return ptq.simulate(trained, mapping, data.calibration_loader(batch_size=32), example_inputs, batches=8)
 
     tuned = copy.deepcopy(model)

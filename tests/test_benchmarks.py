@@ -90,3 +90,20 @@ def test_course_times_each_notebook(tmp_path):
     assert [row["notebook"] for row in rows] == ["00_tiny.ipynb", "total"]
     assert rows[0]["peak MB"] > 50  # the kernel's 50 MB block is counted
     assert rows[1]["wall s"] == pytest.approx(rows[0]["wall s"])
+
+
+def test_ablations_records_which_run_measured_each_sweep():
+    """--only keeps the other sweeps' results and says which command measured which sweep."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from ablations import SWEEPS, runs_after
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    first = {"command": "python benchmarks/ablations.py", "machine": {"date": "d1"}}
+    again = {"command": "python benchmarks/ablations.py --only qat", "sweeps": ["qat"], "date": "d2"}
+    runs = runs_after(first, ["qat"], again)
+    assert runs == [{"command": "python benchmarks/ablations.py", "sweeps": [s for s in SWEEPS if s != "qat"],
+                     "date": "d1"}, again]
+    everything = {"command": "python benchmarks/ablations.py", "sweeps": list(SWEEPS), "date": "d3"}
+    assert runs_after({"runs": runs}, list(SWEEPS), everything) == [everything]
+    assert runs_after({}, list(SWEEPS), everything) == [everything]
