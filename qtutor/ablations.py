@@ -154,7 +154,7 @@ def qat_comparison(model, data: ImageData, example_inputs: tuple, *, weight_bits
     order, with the same optimizer and learning rate (notebook 08). PTQ ranges
     come from ``observer`` (default: PyTorch's histogram observer, the best of
     notebook 06's three at 4-bit activations); QAT's are moving averages of min
-    and max.
+    and max, frozen before the test images are measured, as PTQ's are.
     """
     from qtutor.qat import fine_tune, prepare_qat
 
@@ -169,6 +169,7 @@ def qat_comparison(model, data: ImageData, example_inputs: tuple, *, weight_bits
     fine_tune(tuned, fine_tuning_images(), epochs=epochs, learning_rate=learning_rate)
     qat = prepare_qat(model, example_inputs, bits=weight_bits, activation_bits=activation_bits)
     fine_tune(qat, fine_tuning_images(), epochs=epochs, learning_rate=learning_rate)
+    qat.apply(torch.ao.quantization.disable_observer)  # FakeQuantize observes even in eval(): freeze before testing
     runs = {"PTQ": quantized_after_training(model), "FP32 fine-tune, then PTQ": quantized_after_training(tuned),
             "QAT": qat}
     test = data.test_loader()

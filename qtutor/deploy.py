@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from qtutor.errors import InputError
-from qtutor.models import save_atomically
+from qtutor.files import save_atomically
 
 __all__ = [
     "PACKAGES",
