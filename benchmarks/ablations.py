@@ -34,12 +34,28 @@ from qtutor.tables import text_table
 
 from common import RESULTS, command_line, describe, machine, write_results
 
-FULL = dict(counts=(4, 16, 64, 256, 1024, 3500), seeds=(0, 1, 2), bad_images=256,
-            widths=((8, 8), (6, 6), (4, 8), (8, 4), (4, 6), (6, 4), (4, 4)),
-            observers=("minmax", "histogram", "mse"), ks=(0, 1, 2, 4, 8, 16), qat_widths=((4, 4), (4, 8)),
-            qat_images=3500, qat_epochs=1)
-QUICK = dict(counts=(4, 32), seeds=(0,), bad_images=32, widths=((8, 8), (4, 4)), observers=("minmax", "mse"),
-             ks=(0, 1), qat_widths=((4, 4),), qat_images=64, qat_epochs=1)
+FULL = dict(
+    counts=(4, 16, 64, 256, 1024, 3500),
+    seeds=(0, 1, 2),
+    bad_images=256,
+    widths=((8, 8), (6, 6), (4, 8), (8, 4), (4, 6), (6, 4), (4, 4)),
+    observers=("minmax", "histogram", "mse"),
+    ks=(0, 1, 2, 4, 8, 16),
+    qat_widths=((4, 4), (4, 8)),
+    qat_images=3500,
+    qat_epochs=1,
+)
+QUICK = dict(
+    counts=(4, 32),
+    seeds=(0,),
+    bad_images=32,
+    widths=((8, 8), (4, 4)),
+    observers=("minmax", "mse"),
+    ks=(0, 1),
+    qat_widths=((4, 4),),
+    qat_images=64,
+    qat_epochs=1,
+)
 
 
 def _row(measured: dict) -> dict:
@@ -55,21 +71,37 @@ def _row(measured: dict) -> dict:
 
 def calibration(fp32, data, example, reference, sizes) -> dict:
     """Calibration size and observer, then calibration gone wrong."""
-    rows = [{k: v for k, v in _row(r).items() if k != "images"} | {"calibration images": r["images"]}
-            for r in ablations.calibration_sweep(fp32, data, example, counts=sizes["counts"], seeds=sizes["seeds"],
-                                                 observers=("histogram", "minmax"), reference=reference)]
+    rows = [
+        {k: v for k, v in _row(r).items() if k != "images"} | {"calibration images": r["images"]}
+        for r in ablations.calibration_sweep(
+            fp32,
+            data,
+            example,
+            counts=sizes["counts"],
+            seeds=sizes["seeds"],
+            observers=("histogram", "minmax"),
+            reference=reference,
+        )
+    ]
     bad = []
     for name, loader in ablations.bad_calibrations(data, images=sizes["bad_images"]).items():
         model = ptq.quantize_fx(fp32, loader, example, batches=None, progress=False)
-        bad.append({"calibration": name, **_row(metrics.compare(reference, metrics.predict(
-            model, data.test_loader())))})
+        bad.append(
+            {"calibration": name, **_row(metrics.compare(reference, metrics.predict(model, data.test_loader())))}
+        )
     return {"calibration": rows, "bad": bad}
 
 
 def bits(fp32, data, example, reference, sizes) -> dict:
     """Weight and activation widths apart, three range choices."""
-    return {"bits": [_row(r) for r in ablations.bit_sweep(fp32, data, example, widths=sizes["widths"],
-                                                          observers=sizes["observers"], reference=reference)]}
+    return {
+        "bits": [
+            _row(r)
+            for r in ablations.bit_sweep(
+                fp32, data, example, widths=sizes["widths"], observers=sizes["observers"], reference=reference
+            )
+        ]
+    }
 
 
 def mixed(fp32, data, example, reference, sizes) -> dict:
@@ -77,8 +109,12 @@ def mixed(fp32, data, example, reference, sizes) -> dict:
     sensitivity = metrics.layer_sensitivity(fp32, example, [data.batch(64, split="train")], data.batch(32))
     ranked = ablations.weakest_weighted_layers(fp32, sensitivity)
     with tempfile.TemporaryDirectory() as folder:
-        rows = [dict(_row(r), layers=ranked[:r["k"]]) for r in ablations.mixed_precision_sweep(
-            fp32, data, example, ranked, ks=sizes["ks"], reference=reference, folder=Path(folder))]
+        rows = [
+            dict(_row(r), layers=ranked[: r["k"]])
+            for r in ablations.mixed_precision_sweep(
+                fp32, data, example, ranked, ks=sizes["ks"], reference=reference, folder=Path(folder)
+            )
+        ]
     return {"sensitivity": sensitivity, "mixed": rows}
 
 
@@ -86,11 +122,20 @@ def qat(fp32, data, example, reference, sizes) -> dict:
     """At low widths: PTQ, FP32 fine-tuning then PTQ (the same effort), QAT."""
     rows = []
     for weight_bits, activation_bits in sizes["qat_widths"]:
-        compared = ablations.qat_comparison(fp32, data, example, weight_bits=weight_bits,
-                                            activation_bits=activation_bits, images=sizes["qat_images"],
-                                            epochs=sizes["qat_epochs"], reference=reference)
-        rows += [{"weight bits": weight_bits, "activation bits": activation_bits, "model": name,
-                  **_row(measured)} for name, measured in compared.items()]
+        compared = ablations.qat_comparison(
+            fp32,
+            data,
+            example,
+            weight_bits=weight_bits,
+            activation_bits=activation_bits,
+            images=sizes["qat_images"],
+            epochs=sizes["qat_epochs"],
+            reference=reference,
+        )
+        rows += [
+            {"weight bits": weight_bits, "activation bits": activation_bits, "model": name, **_row(measured)}
+            for name, measured in compared.items()
+        ]
     return {"qat": rows}
 
 
@@ -99,8 +144,9 @@ SWEEPS = {"calibration": calibration, "bits": bits, "mixed": mixed, "qat": qat}
 
 def runs_after(kept: dict, only: list[str], this_run: dict) -> list[dict]:
     """Which run measured which sweep, once ``this_run`` has measured ``only`` again over the ``kept`` results."""
-    earlier = kept.get("runs") or ([{"command": kept["command"], "sweeps": list(SWEEPS),
-                                     "date": kept["machine"]["date"]}] if kept else [])
+    earlier = kept.get("runs") or (
+        [{"command": kept["command"], "sweeps": list(SWEEPS), "date": kept["machine"]["date"]}] if kept else []
+    )
     runs = [dict(run, sweeps=[name for name in run["sweeps"] if name not in only]) for run in earlier]
     return [run for run in runs if run["sweeps"]] + [this_run]
 
@@ -119,37 +165,66 @@ def run(sizes: dict, sweeps) -> dict:
 
 def markdown(info: dict, results: dict, sizes: dict, runs: list[dict]) -> str:
     """The results as a Markdown page, one table per sweep."""
+
     def table(rows, columns, formats):
         return ["```", text_table([{c: r.get(c, "-") for c in columns} for r in rows], formats), "```", ""]
 
     estimate = {"accuracy": ".4f", "accuracy low": ".4f", "accuracy high": ".4f", "agreement": ".4f", "KL": ".2e"}
     commands = "; ".join(f"`{run['command']}` ({', '.join(run['sweeps'])}, {run['date']})" for run in runs)
-    lines = ["# Notebooks 06 and 08 at full size", "", f"Machine: {describe(info)}.", f"Commands: {commands}",
-             "", f"FP32: accuracy {results['fp32']['accuracy']:.4f} on {results['fp32']['images']} test images. "
-             "Every row: accuracy with its 95% Wilson interval, top-1 agreement with FP32, mean KL(FP32 || model).",
-             "", f"Sizes: `{sizes}`", "", "## Calibration size and observer", ""]
-    lines += table(results["calibration"], ["observer", "calibration images", "seed", "accuracy", "accuracy low",
-                                            "accuracy high", "agreement", "KL"], estimate)
+    lines = [
+        "# Notebooks 06 and 08 at full size",
+        "",
+        f"Machine: {describe(info)}.",
+        f"Commands: {commands}",
+        "",
+        f"FP32: accuracy {results['fp32']['accuracy']:.4f} on {results['fp32']['images']} test images. "
+        "Every row: accuracy with its 95% Wilson interval, top-1 agreement with FP32, mean KL(FP32 || model).",
+        "",
+        f"Sizes: `{sizes}`",
+        "",
+        "## Calibration size and observer",
+        "",
+    ]
+    lines += table(
+        results["calibration"],
+        ["observer", "calibration images", "seed", "accuracy", "accuracy low", "accuracy high", "agreement", "KL"],
+        estimate,
+    )
     lines += ["## Calibration gone wrong", ""]
-    lines += table(results["bad"], ["calibration", "accuracy", "accuracy low", "accuracy high", "agreement", "KL"],
-                   estimate)
+    lines += table(
+        results["bad"], ["calibration", "accuracy", "accuracy low", "accuracy high", "agreement", "KL"], estimate
+    )
     lines += ["## Weight and activation bits, three range choices (fake quantization)", ""]
-    lines += table(results["bits"], ["weight_bits", "activation_bits", "observer", "accuracy", "accuracy low",
-                                     "accuracy high", "agreement", "KL"], estimate)
+    lines += table(
+        results["bits"],
+        ["weight_bits", "activation_bits", "observer", "accuracy", "accuracy low", "accuracy high", "agreement", "KL"],
+        estimate,
+    )
     lines += ["## Mixed precision: the k layers with the lowest own SQNR kept in FP32", ""]
-    lines += table(results["mixed"], ["k", "kept in FP32", "accuracy", "agreement", "KL", "file MB", "batch 32 ms"],
-                   estimate | {"file MB": ".2f", "batch 32 ms": ".1f"})
+    lines += table(
+        results["mixed"],
+        ["k", "kept in FP32", "accuracy", "agreement", "KL", "file MB", "batch 32 ms"],
+        estimate | {"file MB": ".2f", "batch 32 ms": ".1f"},
+    )
     lines += ["## QAT against PTQ after the same fine-tuning", ""]
-    lines += table(results["qat"], ["weight bits", "activation bits", "model", "accuracy", "accuracy low",
-                                    "accuracy high", "agreement", "KL"], estimate)
+    lines += table(
+        results["qat"],
+        ["weight bits", "activation bits", "model", "accuracy", "accuracy low", "accuracy high", "agreement", "KL"],
+        estimate,
+    )
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a small version of every sweep (for the tests)")
-    parser.add_argument("--only", nargs="+", choices=list(SWEEPS), default=list(SWEEPS),
-                        help="run these sweeps again and keep the others from the results already in --out")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=list(SWEEPS),
+        default=list(SWEEPS),
+        help="run these sweeps again and keep the others from the results already in --out",
+    )
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()

@@ -22,15 +22,22 @@ RESULTS = Path(__file__).parent / "results"
 
 def machine() -> dict:
     """Where and how a benchmark ran: CPU, its matrix extensions, threads, library versions, date."""
-    return {"cpu": cpu_name(), "extensions": extensions(), "threads": torch.get_num_threads(),
-            "torch": torch.__version__.split("+")[0], "python": platform.python_version(),
-            "date": datetime.date.today().isoformat()}
+    return {
+        "cpu": cpu_name(),
+        "extensions": extensions(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__.split("+")[0],
+        "python": platform.python_version(),
+        "date": datetime.date.today().isoformat(),
+    }
 
 
 def describe(info: dict) -> str:
     """One line for the top of a results table."""
-    return (f"{info['cpu']} ({', '.join(info['extensions']) or 'no vector extensions found'}), "
-            f"{info['threads']} threads, torch {info['torch']}, Python {info['python']}, {info['date']}")
+    return (
+        f"{info['cpu']} ({', '.join(info['extensions']) or 'no vector extensions found'}), "
+        f"{info['threads']} threads, torch {info['torch']}, Python {info['python']}, {info['date']}"
+    )
 
 
 def command_line() -> str:

@@ -31,8 +31,9 @@ def run_one(notebook: Path) -> dict:
 
     book = nbformat.read(notebook, as_version=4)
     start = time.perf_counter()
-    NotebookClient(book, timeout=3600, kernel_name="python3",
-                   resources={"metadata": {"path": str(notebook.parent)}}).execute()
+    NotebookClient(
+        book, timeout=3600, kernel_name="python3", resources={"metadata": {"path": str(notebook.parent)}}
+    ).execute()
     seconds = time.perf_counter() - start
     peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the kernel, a child of this process
     cells = sum(cell.cell_type == "code" for cell in book.cells)
@@ -41,8 +42,9 @@ def run_one(notebook: Path) -> dict:
 
 def run_in_subprocess(notebook: Path, environment: dict) -> dict:
     """``run_one`` in a new Python process, so each notebook's peak memory is its own."""
-    result = subprocess.run([sys.executable, __file__, "--one", str(notebook)], env=environment, text=True,
-                            capture_output=True)
+    result = subprocess.run(
+        [sys.executable, __file__, "--one", str(notebook)], env=environment, text=True, capture_output=True
+    )
     if result.returncode != 0:
         sys.exit(f"{notebook.name} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -50,8 +52,9 @@ def run_in_subprocess(notebook: Path, environment: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--notebooks", type=Path, nargs="+",
-                        default=sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")))
+    parser.add_argument(
+        "--notebooks", type=Path, nargs="+", default=sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--one", type=Path, help=argparse.SUPPRESS)  # internal: run one notebook, print JSON
     args = parser.parse_args()
@@ -63,17 +66,35 @@ def main() -> None:
         print(f"executing {notebook.name}", flush=True)
         rows.append(run_in_subprocess(notebook, dict(os.environ)))
     total = sum(row["wall s"] for row in rows)
-    rows.append({"notebook": "total", "code cells": sum(row["code cells"] for row in rows), "wall s": total,
-                 "peak MB": max(row["peak MB"] for row in rows)})
+    rows.append(
+        {
+            "notebook": "total",
+            "code cells": sum(row["code cells"] for row in rows),
+            "wall s": total,
+            "peak MB": max(row["peak MB"] for row in rows),
+        }
+    )
     from qtutor.tables import text_table
 
     info = machine()
     verdict = "met" if total < BUDGET_S else "MISSED"
-    page = "\n".join([
-        "# The course, timed", "", f"Machine: {describe(info)}.", f"Command: `{command_line()}`", "",
-        "Each notebook in a fresh kernel, one at a time; peak MB is the kernel's largest resident set.", "",
-        "```", text_table(rows, {"wall s": ".1f", "peak MB": ".0f"}), "```", "",
-        f"- {verdict}: the whole course under {BUDGET_S // 60} minutes ({total / 60:.1f} min)", ""])
+    page = "\n".join(
+        [
+            "# The course, timed",
+            "",
+            f"Machine: {describe(info)}.",
+            f"Command: `{command_line()}`",
+            "",
+            "Each notebook in a fresh kernel, one at a time; peak MB is the kernel's largest resident set.",
+            "",
+            "```",
+            text_table(rows, {"wall s": ".1f", "peak MB": ".0f"}),
+            "```",
+            "",
+            f"- {verdict}: the whole course under {BUDGET_S // 60} minutes ({total / 60:.1f} min)",
+            "",
+        ]
+    )
     write_results(args.out, "course", page, {"machine": info, "command": command_line(), "notebooks": rows})
 
 

@@ -53,12 +53,35 @@ from qtutor.tables import text_table
 
 from common import RESULTS, command_line, describe, machine, timing_row, write_results
 
-VARIANTS = ["fp32", "fp32_compiled", "fx_int8", "pt2e_int8_compiled", "bf16", "fp16", "ort_fp32", "ort_int8",
-            "openvino_fp32", "openvino_fp32_default", "openvino_int8"]
+VARIANTS = [
+    "fp32",
+    "fp32_compiled",
+    "fx_int8",
+    "pt2e_int8_compiled",
+    "bf16",
+    "fp16",
+    "ort_fp32",
+    "ort_int8",
+    "openvino_fp32",
+    "openvino_fp32_default",
+    "openvino_int8",
+]
 RUNTIMES = {"ort_fp32", "ort_int8", "openvino_fp32", "openvino_fp32_default", "openvino_int8"}
 INT8 = ["fx_int8", "pt2e_int8_compiled", "ort_int8", "openvino_int8"]
-FILE_COLUMNS = ["size", "variant", "file", "file MB", "build s", "size vs fp32", "accuracy", "accuracy low",
-                "accuracy high", "agreement", "KL", "accuracy - fp32 (pp)"]
+FILE_COLUMNS = [
+    "size",
+    "variant",
+    "file",
+    "file MB",
+    "build s",
+    "size vs fp32",
+    "accuracy",
+    "accuracy low",
+    "accuracy high",
+    "agreement",
+    "KL",
+    "accuracy - fp32 (pp)",
+]
 WELL_TRAINED = 0.95  # below this FP32 test accuracy, an INT8-minus-FP32 difference says nothing about quantization
 HALF_FLAGS = {"bf16": {"avx512_bf16", "amx_bf16"}, "fp16": {"avx512_fp16", "amx_fp16"}}
 
@@ -138,8 +161,9 @@ def available(names: list[str]) -> tuple[list[str], dict[str, str]]:
     flags, skipped = cpu_flags(), {}
     for name, needed in HALF_FLAGS.items():
         if name in names and not flags & needed:
-            skipped[name] = (f"the CPU has none of {', '.join(sorted(needed))}: it would emulate {name}, "
-                             "not compute in it")
+            skipped[name] = (
+                f"the CPU has none of {', '.join(sorted(needed))}: it would emulate {name}, not compute in it"
+            )
     return [n for n in names if n not in skipped], skipped
 
 
@@ -147,13 +171,19 @@ def available(names: list[str]) -> tuple[list[str], dict[str, str]]:
 def latency_rows(models: dict, images: torch.Tensor, size: int, repeats: int) -> list[dict]:
     """Every variant on the same batch of real images: a first call each, then ``time_in_turns``."""
     first = time_in_turns({name: (lambda m=model: m(images)) for name, model in models.items()}, repeats=1, warmup=0)
-    timings = time_in_turns({name: (lambda m=model: m(images)) for name, model in models.items()},
-                            repeats=repeats, warmup=2)
+    timings = time_in_turns(
+        {name: (lambda m=model: m(images)) for name, model in models.items()}, repeats=repeats, warmup=2
+    )
     fp32 = timings["fp32"].median if "fp32" in timings else None
     rows = []
     for name, timing in timings.items():
-        row = {"size": size, "batch": len(images), "variant": name, **timing_row(timing),
-               "first call s": first[name].median / 1e3}
+        row = {
+            "size": size,
+            "batch": len(images),
+            "variant": name,
+            **timing_row(timing),
+            "first call s": first[name].median / 1e3,
+        }
         row["speed-up vs fp32"] = fp32 / timing.median if fp32 else float("nan")
         rows.append(row)
     return rows
@@ -170,8 +200,7 @@ def size_rows(size: int, names: list[str], args, folder: Path) -> tuple[list[dic
     for name in names:
         print(f"[{size}px] building {name}", flush=True)
         models[name], file, seconds = build(name, model, calibration, example, folder)
-        files.append({"size": size, "variant": name, "file": file.name, "file MB": saved_mb(file),
-                      "build s": seconds})
+        files.append({"size": size, "variant": name, "file": file.name, "file MB": saved_mb(file), "build s": seconds})
     latency = []
     for batch in args.batches:
         print(f"[{size}px] timing batch {batch}", flush=True)
@@ -185,9 +214,15 @@ def size_rows(size: int, names: list[str], args, folder: Path) -> tuple[list[dic
             print(f"[{size}px] accuracy of {row['variant']}", flush=True)
             outputs[row["variant"]] = predict(models[row["variant"]], data.test_loader(batch_size=50))
             measured = compare(outputs["fp32"], outputs[row["variant"]])
-            row.update({"accuracy": measured["accuracy"].value, "accuracy low": measured["accuracy"].low,
-                        "accuracy high": measured["accuracy"].high, "agreement": measured["agreement"].value,
-                        "KL": measured["KL"]})
+            row.update(
+                {
+                    "accuracy": measured["accuracy"].value,
+                    "accuracy low": measured["accuracy"].low,
+                    "accuracy high": measured["accuracy"].high,
+                    "agreement": measured["agreement"].value,
+                    "KL": measured["KL"],
+                }
+            )
             row["accuracy - fp32 (pp)"] = 100 * (row["accuracy"] - files[0]["accuracy"])
     return latency, files, origin + ("" if judged else f", run at {size}x{size} for speed and size only")
 
@@ -198,8 +233,7 @@ def targets(latency: list[dict], files: list[dict]) -> list[str]:
 
     def check(label, rows, key, test):
         for row in rows:
-            lines.append(f"- {'met' if test(row[key]) else 'MISSED'}: {label} "
-                         f"({row['size']}px: {row[key]:.2f})")
+            lines.append(f"- {'met' if test(row[key]) else 'MISSED'}: {label} ({row['size']}px: {row[key]:.2f})")
 
     fx = [r for r in latency if r["variant"] == "fx_int8" and r["size"] == 224 and r["batch"] == 1]
     check("FX INT8 at least 3x faster than FP32 eager at 224, batch 1", fx, "speed-up vs fp32", lambda v: v >= 3)
@@ -207,11 +241,18 @@ def targets(latency: list[dict], files: list[dict]) -> list[str]:
     check("INT8 (TorchScript) file at most 30% of FP32", int8, "size vs fp32", lambda v: v <= 0.30)
     fp32 = {r["size"]: r["accuracy"] for r in files if r["variant"] == "fp32" and "accuracy" in r}
     quantized = [r for r in files if r["variant"] in INT8 and "accuracy" in r]
-    check("INT8 test accuracy within 0.5 points of FP32", [r for r in quantized if fp32[r["size"]] >= WELL_TRAINED],
-          "accuracy - fp32 (pp)", lambda v: abs(v) <= 0.5)
-    lines += [f"- not judged: INT8 accuracy at {size}px, where the FP32 model itself scores {accuracy:.1%} (below "
-              f"{WELL_TRAINED:.0%}): differences there are noise" for size, accuracy in fp32.items()
-              if accuracy < WELL_TRAINED and any(r["size"] == size for r in quantized)]
+    check(
+        "INT8 test accuracy within 0.5 points of FP32",
+        [r for r in quantized if fp32[r["size"]] >= WELL_TRAINED],
+        "accuracy - fp32 (pp)",
+        lambda v: abs(v) <= 0.5,
+    )
+    lines += [
+        f"- not judged: INT8 accuracy at {size}px, where the FP32 model itself scores {accuracy:.1%} (below "
+        f"{WELL_TRAINED:.0%}): differences there are noise"
+        for size, accuracy in fp32.items()
+        if accuracy < WELL_TRAINED and any(r["size"] == size for r in quantized)
+    ]
     return lines
 
 
@@ -231,36 +272,69 @@ def fastest_int8(latency: list[dict], files: list[dict], within_pp: float = 0.5)
         rows = [r for r in latency if (r["size"], r["batch"]) == (size, batch) and r["variant"] in qualified]
         if rows:
             best = min(rows, key=lambda r: r["median ms"])
-            lines.append(f"- {size}px, batch {batch}: {best['variant']} ({best['median ms']:.2f} ms, "
-                         f"{best['speed-up vs fp32']:.2f}x FP32 eager)")
+            lines.append(
+                f"- {size}px, batch {batch}: {best['variant']} ({best['median ms']:.2f} ms, "
+                f"{best['speed-up vs fp32']:.2f}x FP32 eager)"
+            )
     left_out = sorted({r["variant"] for r in judged} - qualified)
     return lines + ([f"- more than {within_pp} points from FP32, left out: {', '.join(left_out)}"] if left_out else [])
 
 
-def markdown(info: dict, latency: list[dict], files: list[dict], origins: dict, skipped: dict,
-             args) -> str:
+def markdown(info: dict, latency: list[dict], files: list[dict], origins: dict, skipped: dict, args) -> str:
     """The results as a Markdown page."""
-    lines = ["# DenseNet-121 inference: FP32, compiled, INT8, BF16/FP16, ONNX Runtime, OpenVINO", "",
-             f"Machine: {describe(info)}.", f"Command: `{command_line()}`", "",
-             f"Latency: median and interquartile range of {args.repeats} calls per variant, taken in turns after "
-             "a first call and two warm-up calls; speed-up = FP32 eager median / variant median, same batch, "
-             "same run. `first call s` includes compilation for the compiled variants.", ""]
+    lines = [
+        "# DenseNet-121 inference: FP32, compiled, INT8, BF16/FP16, ONNX Runtime, OpenVINO",
+        "",
+        f"Machine: {describe(info)}.",
+        f"Command: `{command_line()}`",
+        "",
+        f"Latency: median and interquartile range of {args.repeats} calls per variant, taken in turns after "
+        "a first call and two warm-up calls; speed-up = FP32 eager median / variant median, same batch, "
+        "same run. `first call s` includes compilation for the compiled variants.",
+        "",
+    ]
     lines += [f"- {size}px model: {origin}" for size, origin in origins.items()]
     lines += [f"- skipped {name}: {why}" for name, why in skipped.items()]
     if any(r["variant"] == "openvino_fp32_default" for r in files):
-        lines.append(f"- openvino_fp32_default: OpenVINO's default inference precision on this CPU is "
-                     f"{deploy.default_precision()}")
-    lines += ["", "```", text_table(latency, {"median ms": ".2f", "IQR ms": ".2f", "first call s": ".1f",
-                                                "speed-up vs fp32": ".2f"}), "```", "",
-              "Files and accuracy (bundled test split, 1,000 images, with the 95% interval; agreement and KL "
-              "against FP32; `build s` = quantizing/saving, not compiling):",
-              "", "```", text_table([{k: r.get(k, "-") for k in FILE_COLUMNS} for r in files], {
-                  "file MB": ".2f", "build s": ".1f", "accuracy": ".4f", "accuracy low": ".4f",
-                  "accuracy high": ".4f", "agreement": ".4f", "KL": ".2e", "size vs fp32": ".2f",
-                  "accuracy - fp32 (pp)": "+.1f"}), "```",
-              "", "Targets:", "", *targets(latency, files), "",
-              "Fastest INT8 variant within 0.5 points of FP32's test accuracy:", "", *fastest_int8(latency, files),
-              ""]
+        lines.append(
+            f"- openvino_fp32_default: OpenVINO's default inference precision on this CPU is "
+            f"{deploy.default_precision()}"
+        )
+    lines += [
+        "",
+        "```",
+        text_table(latency, {"median ms": ".2f", "IQR ms": ".2f", "first call s": ".1f", "speed-up vs fp32": ".2f"}),
+        "```",
+        "",
+        "Files and accuracy (bundled test split, 1,000 images, with the 95% interval; agreement and KL "
+        "against FP32; `build s` = quantizing/saving, not compiling):",
+        "",
+        "```",
+        text_table(
+            [{k: r.get(k, "-") for k in FILE_COLUMNS} for r in files],
+            {
+                "file MB": ".2f",
+                "build s": ".1f",
+                "accuracy": ".4f",
+                "accuracy low": ".4f",
+                "accuracy high": ".4f",
+                "agreement": ".4f",
+                "KL": ".2e",
+                "size vs fp32": ".2f",
+                "accuracy - fp32 (pp)": "+.1f",
+            },
+        ),
+        "```",
+        "",
+        "Targets:",
+        "",
+        *targets(latency, files),
+        "",
+        "Fastest INT8 variant within 0.5 points of FP32's test accuracy:",
+        "",
+        *fastest_int8(latency, files),
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -288,8 +362,19 @@ def main() -> None:
             files += size_files
     info = machine()
     page = markdown(info, latency, files, origins, skipped, args)
-    write_results(args.out, "inference", page, {"machine": info, "command": command_line(), "latency": latency,
-                                                 "files": files, "models": origins, "skipped": skipped})
+    write_results(
+        args.out,
+        "inference",
+        page,
+        {
+            "machine": info,
+            "command": command_line(),
+            "latency": latency,
+            "files": files,
+            "models": origins,
+            "skipped": skipped,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -34,25 +34,37 @@ def core_rows(size: int, repeats: int) -> list[dict]:
     pairs = {
         "quantize": (lambda: quantize(x, scale, zero_point), lambda: torch.quantize_per_tensor(x, s, z, torch.quint8)),
         "dequantize": (lambda: dequantize(codes, scale, zero_point), lambda: reference.dequantize()),
-        "fake_quantize": (lambda: fake_quantize(x, scale, zero_point),
-                          lambda: torch.fake_quantize_per_tensor_affine(x, s, z, 0, 255)),
+        "fake_quantize": (
+            lambda: fake_quantize(x, scale, zero_point),
+            lambda: torch.fake_quantize_per_tensor_affine(x, s, z, 0, 255),
+        ),
     }
     rows = []
     for name, (ours, theirs) in pairs.items():
         timings = time_in_turns({"qtutor": ours, "PyTorch": theirs}, repeats=repeats, warmup=1)
         ours_ms, theirs_ms = timings["qtutor"].median, timings["PyTorch"].median
-        rows.append({"operation": name, "elements": size, "qtutor ms": ours_ms, "PyTorch ms": theirs_ms,
-                     "ratio": ours_ms / theirs_ms})
+        rows.append(
+            {
+                "operation": name,
+                "elements": size,
+                "qtutor ms": ours_ms,
+                "PyTorch ms": theirs_ms,
+                "ratio": ours_ms / theirs_ms,
+            }
+        )
     return rows
 
 
 def nonuniform_rows(repeats: int) -> list[dict]:
     """k-means (4 bits) and logarithmic (4 bits) quantizers on DenseNet-121's largest weight tensor."""
-    weights = max((p.detach() for p in torchvision.models.densenet121(weights=None).parameters()),
-                  key=lambda p: p.numel())
+    weights = max(
+        (p.detach() for p in torchvision.models.densenet121(weights=None).parameters()), key=lambda p: p.numel()
+    )
     rows = []
-    calls = {"kmeans 4-bit, 50 iterations": lambda: kmeans_codebook(weights, bits=4),
-             "log 4-bit": lambda: log_fake_quantize(weights, bits=4)}
+    calls = {
+        "kmeans 4-bit, 50 iterations": lambda: kmeans_codebook(weights, bits=4),
+        "log 4-bit": lambda: log_fake_quantize(weights, bits=4),
+    }
     for name, timing in time_in_turns(calls, repeats=max(1, repeats // 3), warmup=1).items():
         rows.append({"quantizer": name, "elements": weights.numel(), "ms": timing.median})
     return rows
@@ -70,14 +82,33 @@ def main() -> None:
     core = [row for size in args.sizes for row in core_rows(size, args.repeats)]
     other = nonuniform_rows(args.repeats)
     info = machine()
-    markdown = "\n".join([
-        "# qtutor primitives against PyTorch", "", f"Machine: {describe(info)}.", f"Command: `{command_line()}`",
-        "", f"Median of {args.repeats} calls after a warm-up, qtutor's and PyTorch's taken in turns; ratio = qtutor / "
-        "PyTorch, measured in the same process.",
-        "", "```", text_table(core, {"qtutor ms": ".2f", "PyTorch ms": ".2f", "ratio": ".2f"}), "```", "",
-        "```", text_table(other, {"ms": ".1f"}), "```", ""])
-    write_results(args.out, "primitives", markdown, {"machine": info, "command": command_line(), "core": core,
-                                                     "nonuniform": other})
+    markdown = "\n".join(
+        [
+            "# qtutor primitives against PyTorch",
+            "",
+            f"Machine: {describe(info)}.",
+            f"Command: `{command_line()}`",
+            "",
+            f"Median of {args.repeats} calls after a warm-up, qtutor's and PyTorch's taken in turns; ratio = qtutor / "
+            "PyTorch, measured in the same process.",
+            "",
+            "```",
+            text_table(core, {"qtutor ms": ".2f", "PyTorch ms": ".2f", "ratio": ".2f"}),
+            "```",
+            "",
+            "```",
+            text_table(other, {"ms": ".1f"}),
+            "```",
+            "",
+        ]
+    )
+    write_results(
+        args.out,
+        "primitives",
+        markdown,
+        {"machine": info, "command": command_line(), "core": core, "nonuniform": other},
+    )
+
 
 if __name__ == "__main__":
     main()

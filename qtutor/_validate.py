@@ -75,8 +75,10 @@ def channel_view(param: torch.Tensor, x: torch.Tensor, axis: int | None, name: s
             )
         return param.reshape(())
     if isinstance(axis, bool) or not isinstance(axis, int) or not -x.dim() <= axis < x.dim():
-        raise ValueError(f"axis={axis!r}: expected an integer from {-x.dim()} to {x.dim() - 1} "
-                         f"for a tensor of shape {tuple(x.shape)}")
+        raise ValueError(
+            f"axis={axis!r}: expected an integer from {-x.dim()} to {x.dim() - 1} "
+            f"for a tensor of shape {tuple(x.shape)}"
+        )
     axis = axis % x.dim()
     channels = x.shape[axis]
     if param.dim() > 1 or param.numel() not in (1, channels):
@@ -100,8 +102,11 @@ def affine_params(x: torch.Tensor, scale, zero_point, axis: int | None, *, code_
     if (scale_t <= 0).any():
         raise ValueError(f"scale={show(scale_t)}: expected positive numbers")
     zp_t = torch.as_tensor(zero_point).detach()
-    if zp_t.is_complex() or zp_t.dtype == torch.bool or (
-            zp_t.is_floating_point() and not torch.equal(zp_t, zp_t.round())):
+    if (
+        zp_t.is_complex()
+        or zp_t.dtype == torch.bool
+        or (zp_t.is_floating_point() and not torch.equal(zp_t, zp_t.round()))
+    ):
         raise ValueError(f"zero_point={show(zp_t)}: expected whole numbers")
     zp_t = zp_t.to(torch.int64)
     if code_range is not None:

@@ -21,8 +21,18 @@ from qtutor import metrics, ptq
 from qtutor.data import ImageData, checked_image_folder, image_transform
 from qtutor.files import file_size_mb
 
-__all__ = ["RESULTS", "IMAGENET_MEAN", "IMAGENET_STD", "stored_results", "calibration_sweep", "bad_calibrations",
-           "bit_sweep", "weakest_weighted_layers", "mixed_precision_sweep", "qat_comparison"]
+__all__ = [
+    "RESULTS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "stored_results",
+    "calibration_sweep",
+    "bad_calibrations",
+    "bit_sweep",
+    "weakest_weighted_layers",
+    "mixed_precision_sweep",
+    "qat_comparison",
+]
 
 # Where benchmarks/ablations.py writes the full-size results that notebooks 06 and 08 plot.
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "ablations.json"
@@ -36,8 +46,10 @@ def stored_results() -> dict:
     import json
 
     if not RESULTS.is_file():
-        raise FileNotFoundError(f"{RESULTS}: missing; it ships with the repository, or rerun "
-                                "python benchmarks/ablations.py (about 25 minutes on 2 cores)")
+        raise FileNotFoundError(
+            f"{RESULTS}: missing; it ships with the repository, or rerun "
+            "python benchmarks/ablations.py (about 25 minutes on 2 cores)"
+        )
     return json.loads(RESULTS.read_text())
 
 
@@ -51,8 +63,9 @@ def _first(dataset, count: int, seed: int) -> Subset:
     return Subset(dataset, order[:count].tolist())
 
 
-def calibration_sweep(model, data: ImageData, example_inputs: tuple, *, counts, seeds, observers,
-                      reference: metrics.Outputs) -> list[dict]:
+def calibration_sweep(
+    model, data: ImageData, example_inputs: tuple, *, counts, seeds, observers, reference: metrics.Outputs
+) -> list[dict]:
     """INT8 models calibrated on ``count`` training images in ``seeds`` random orders, per activation observer.
 
     Counts below the training set's size are repeated for every seed (the
@@ -63,36 +76,46 @@ def calibration_sweep(model, data: ImageData, example_inputs: tuple, *, counts, 
     for observer in observers:
         template = ptq.prepare(model, example_inputs, ptq.x86_mapping(observer))
         for count in counts:
-            for seed in (seeds if count < len(train) else seeds[:1]):
+            for seed in seeds if count < len(train) else seeds[:1]:
                 prepared = copy.deepcopy(template)
                 loader = DataLoader(_first(train, count, seed), batch_size=min(count, 32))
                 ptq.calibrate(prepared, loader, batches=None, progress=False)
-                rows.append({"observer": observer, "images": count, "seed": seed,
-                             **_measured(ptq.convert(prepared), test, reference)})
+                rows.append(
+                    {
+                        "observer": observer,
+                        "images": count,
+                        "seed": seed,
+                        **_measured(ptq.convert(prepared), test, reference),
+                    }
+                )
     return rows
 
 
 def bad_calibrations(data: ImageData, *, images: int = 256, seed: int = 0) -> dict[str, DataLoader]:
     """Calibration loaders of ``images`` training images each: the right one, then four ways to get it wrong."""
     train = data.split("train")
-    augmented, _ = checked_image_folder(data.root / "train", image_transform(data.mean, data.std, data.image_size,
-                                                                             augment=True))
+    augmented, _ = checked_image_folder(
+        data.root / "train", image_transform(data.mean, data.std, data.image_size, augment=True)
+    )
     one_class = Subset(train, [i for i, target in enumerate(train.targets) if target == 1])
     loaders = {
         "right: the model's preprocessing, every class": train,
-        "wrong normalization (ImageNet's mean and std)": ImageData(data.root, IMAGENET_MEAN, IMAGENET_STD,
-                                                                   data.image_size).split("train"),
+        "wrong normalization (ImageNet's mean and std)": ImageData(
+            data.root, IMAGENET_MEAN, IMAGENET_STD, data.image_size
+        ).split("train"),
         "one class only (all ones)": one_class,
         "augmented images (shifts, turns, zooms)": augmented,
-        "original script's CenterCrop(224), no resize": ImageData(data.root, data.mean, data.std,
-                                                                  None).split("train"),
+        "original script's CenterCrop(224), no resize": ImageData(data.root, data.mean, data.std, None).split("train"),
     }
-    return {name: DataLoader(_first(dataset, min(images, len(dataset)), seed), batch_size=32)
-            for name, dataset in loaders.items()}
+    return {
+        name: DataLoader(_first(dataset, min(images, len(dataset)), seed), batch_size=32)
+        for name, dataset in loaders.items()
+    }
 
 
-def bit_sweep(model, data: ImageData, example_inputs: tuple, *, widths, observers,
-              reference: metrics.Outputs, batches: int = 8) -> list[dict]:
+def bit_sweep(
+    model, data: ImageData, example_inputs: tuple, *, widths, observers, reference: metrics.Outputs, batches: int = 8
+) -> list[dict]:
     """Fake-quantized models at each (weight bits, activation bits) in ``widths``, for each range ``observer``.
 
     Calibrated on ``batches`` batches of 32 training images in a fixed order.
@@ -101,10 +124,17 @@ def bit_sweep(model, data: ImageData, example_inputs: tuple, *, widths, observer
     for weight_bits, activation_bits in widths:
         for observer in observers:
             mapping = ptq.fake_quant_mapping(weight_bits, activation_bits, observer=observer)
-            simulated = ptq.simulate(model, mapping, data.calibration_loader(batch_size=32), example_inputs,
-                                     batches=batches)
-            rows.append({"weight_bits": weight_bits, "activation_bits": activation_bits, "observer": observer,
-                         **_measured(simulated, test, reference)})
+            simulated = ptq.simulate(
+                model, mapping, data.calibration_loader(batch_size=32), example_inputs, batches=batches
+            )
+            rows.append(
+                {
+                    "weight_bits": weight_bits,
+                    "activation_bits": activation_bits,
+                    "observer": observer,
+                    **_measured(simulated, test, reference),
+                }
+            )
     return rows
 
 
@@ -119,8 +149,17 @@ def weakest_weighted_layers(model: torch.nn.Module, sensitivity: list[dict]) -> 
     return [r["layer"] for r in sorted(weighted, key=lambda r: r["sqnr_db"])]
 
 
-def mixed_precision_sweep(model, data: ImageData, example_inputs: tuple, ranked_layers: list[str], *, ks,
-                          reference: metrics.Outputs, folder: Path, repeats: int = 5) -> list[dict]:
+def mixed_precision_sweep(
+    model,
+    data: ImageData,
+    example_inputs: tuple,
+    ranked_layers: list[str],
+    *,
+    ks,
+    reference: metrics.Outputs,
+    folder: Path,
+    repeats: int = 5,
+) -> list[dict]:
     """Real INT8 models that keep the first ``k`` of ``ranked_layers`` in FP32, for each ``k`` in ``ks``.
 
     Each is calibrated like the x86 default flow, saved as TorchScript in
@@ -130,14 +169,16 @@ def mixed_precision_sweep(model, data: ImageData, example_inputs: tuple, ranked_
     rows, models, test = [], {}, data.test_loader()
     for k in ks:
         mapping = ptq.keep_in_float(ptq.x86_mapping(), ranked_layers[:k])
-        converted = ptq.quantize_fx(model, data.calibration_loader(), example_inputs, progress=False,
-                                    qconfig_mapping=mapping)
+        converted = ptq.quantize_fx(
+            model, data.calibration_loader(), example_inputs, progress=False, qconfig_mapping=mapping
+        )
         path = Path(folder) / f"mixed_{k}.pt"
         kept = ptq.float_modules(converted, ranked_layers[:k])
         ptq.save_torchscript(converted, path)
         models[k] = ptq.load_torchscript(path)
-        rows.append({"k": k, "kept in FP32": len(kept), "file MB": file_size_mb(path),
-                     **_measured(models[k], test, reference)})
+        rows.append(
+            {"k": k, "kept in FP32": len(kept), "file MB": file_size_mb(path), **_measured(models[k], test, reference)}
+        )
     batch = data.batch(32)
     timings = metrics.time_in_turns({k: (lambda m=m: m(batch)) for k, m in models.items()}, repeats=repeats)
     for row in rows:
@@ -145,9 +186,19 @@ def mixed_precision_sweep(model, data: ImageData, example_inputs: tuple, ranked_
     return rows
 
 
-def qat_comparison(model, data: ImageData, example_inputs: tuple, *, weight_bits: int, activation_bits: int,
-                   images: int, epochs: int = 1, learning_rate: float = 1e-4, observer: str = "histogram",
-                   reference: metrics.Outputs) -> dict[str, dict]:
+def qat_comparison(
+    model,
+    data: ImageData,
+    example_inputs: tuple,
+    *,
+    weight_bits: int,
+    activation_bits: int,
+    images: int,
+    epochs: int = 1,
+    learning_rate: float = 1e-4,
+    observer: str = "histogram",
+    reference: metrics.Outputs,
+) -> dict[str, dict]:
     """PTQ, FP32 fine-tuning then PTQ (the same effort as QAT), and QAT, all fake-quantized at the given widths.
 
     Both fine-tuning runs see the same ``images`` training images in the same
@@ -170,7 +221,10 @@ def qat_comparison(model, data: ImageData, example_inputs: tuple, *, weight_bits
     qat = prepare_qat(model, example_inputs, bits=weight_bits, activation_bits=activation_bits)
     fine_tune(qat, fine_tuning_images(), epochs=epochs, learning_rate=learning_rate)
     qat.apply(torch.ao.quantization.disable_observer)  # FakeQuantize observes even in eval(): freeze before testing
-    runs = {"PTQ": quantized_after_training(model), "FP32 fine-tune, then PTQ": quantized_after_training(tuned),
-            "QAT": qat}
+    runs = {
+        "PTQ": quantized_after_training(model),
+        "FP32 fine-tune, then PTQ": quantized_after_training(tuned),
+        "QAT": qat,
+    }
     test = data.test_loader()
     return {name: _measured(run, test, reference) for name, run in runs.items()}

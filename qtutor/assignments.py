@@ -68,13 +68,17 @@ def exercises(notebook, name: str = "notebook") -> list[tuple[int, int, str]]:
         if not any(line.strip() == BEGIN for line in source_text(cells[index]).splitlines()):
             continue
         if position + 1 == len(code):
-            raise InputError(f"{name}: cell {index} holds a solution but no code cell follows it; "
-                             "expected a cell calling a qtutor.checks check_* function")
+            raise InputError(
+                f"{name}: cell {index} holds a solution but no code cell follows it; "
+                "expected a cell calling a qtutor.checks check_* function"
+            )
         check = code[position + 1]
         match = CHECK_CALL.search(source_text(cells[check]))
         if match is None:
-            raise InputError(f"{name}: cell {check}, after the solution in cell {index}, calls no check_* "
-                             f"function (it starts {source_text(cells[check])[:40]!r}); expected the exercise's check")
+            raise InputError(
+                f"{name}: cell {check}, after the solution in cell {index}, calls no check_* "
+                f"function (it starts {source_text(cells[check])[:40]!r}); expected the exercise's check"
+            )
         exercise = match.group(1)
         count = names.count(exercise)
         names.append(exercise)
@@ -86,11 +90,22 @@ def tag_notebook(notebook, name: str = "notebook", prefix: str = "nb"):
     """Give every exercise of ``notebook`` (an nbformat node, changed in place) its nbgrader metadata."""
     for solution, check, exercise in exercises(notebook, name):
         notebook.cells[solution].metadata["nbgrader"] = {
-            "grade": False, "grade_id": f"{prefix}-{exercise}-answer", "locked": False,
-            "schema_version": SCHEMA_VERSION, "solution": True, "task": False}
+            "grade": False,
+            "grade_id": f"{prefix}-{exercise}-answer",
+            "locked": False,
+            "schema_version": SCHEMA_VERSION,
+            "solution": True,
+            "task": False,
+        }
         notebook.cells[check].metadata["nbgrader"] = {
-            "grade": True, "grade_id": f"{prefix}-{exercise}-check", "locked": True, "points": POINTS,
-            "schema_version": SCHEMA_VERSION, "solution": False, "task": False}
+            "grade": True,
+            "grade_id": f"{prefix}-{exercise}-check",
+            "locked": True,
+            "points": POINTS,
+            "schema_version": SCHEMA_VERSION,
+            "solution": False,
+            "task": False,
+        }
     return notebook
 
 
@@ -98,8 +113,9 @@ def _read(path: Path):
     try:
         return nbformat.read(path, as_version=4)
     except Exception as error:  # nbformat raises JSON, validation and OS errors
-        raise InputError(f"{path}: not a readable notebook ({error.__class__.__name__}); "
-                         "expected a Jupyter notebook (.ipynb)") from None
+        raise InputError(
+            f"{path}: not a readable notebook ({error.__class__.__name__}); expected a Jupyter notebook (.ipynb)"
+        ) from None
 
 
 def tag_file(path: Path, target: Path | None = None, *, write: bool = True) -> bool:

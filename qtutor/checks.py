@@ -58,8 +58,10 @@ def _call(exercise: str, function, *args):
     try:
         return function(*args)
     except NotImplementedError:
-        raise AssertionError(f"{exercise}: not answered yet. Replace `raise NotImplementedError()` "
-                             "with your code, run that cell, then this one.") from None
+        raise AssertionError(
+            f"{exercise}: not answered yet. Replace `raise NotImplementedError()` "
+            "with your code, run that cell, then this one."
+        ) from None
 
 
 def _same(got, expected, exact: bool = True) -> bool:
@@ -72,8 +74,9 @@ def _same(got, expected, exact: bool = True) -> bool:
     return torch.allclose(got.to(torch.float64), expected.to(torch.float64), rtol=1e-5, atol=1e-7)
 
 
-def _verify(exercise: str, function, cases, reference, *, exact: bool = True, hint: str = "",
-            dtype: torch.dtype | None = None) -> None:
+def _verify(
+    exercise: str, function, cases, reference, *, exact: bool = True, hint: str = "", dtype: torch.dtype | None = None
+) -> None:
     """Run ``function`` and ``reference`` on every case; raise on the first mismatch, else print passed.
 
     Values are compared as float64, so ``dtype``, where the exercise promises one, is checked on its own:
@@ -82,12 +85,17 @@ def _verify(exercise: str, function, cases, reference, *, exact: bool = True, hi
     for number, args in enumerate(cases, 1):
         got = _call(exercise, function, *args)
         if dtype is not None and getattr(got, "dtype", None) != dtype:
-            raise AssertionError(f"{exercise}: returned dtype {getattr(got, 'dtype', type(got).__name__)} on case "
-                                 f"{number} of {len(cases)}, expected {dtype}" + (f"\n  hint: {hint}" if hint else ""))
+            raise AssertionError(
+                f"{exercise}: returned dtype {getattr(got, 'dtype', type(got).__name__)} on case "
+                f"{number} of {len(cases)}, expected {dtype}" + (f"\n  hint: {hint}" if hint else "")
+            )
         expected = reference(*args)
         if isinstance(expected, tuple):
-            ok = isinstance(got, (tuple, list)) and len(got) == len(expected) and all(
-                _same(g, e, exact) for g, e in zip(got, expected, strict=True))
+            ok = (
+                isinstance(got, (tuple, list))
+                and len(got) == len(expected)
+                and all(_same(g, e, exact) for g, e in zip(got, expected, strict=True))
+            )
         elif isinstance(expected, dict):
             ok = got == expected
         else:
@@ -133,11 +141,17 @@ def _student_t(count: int, generator: torch.Generator, degrees: int = 3) -> torc
 
 # Notebook 00 -----------------------------------------------------------------------------------
 
+
 def check_float16_fields(float16_fields) -> None:
     """``float16_fields(value) -> {'sign', 'exponent', 'mantissa'}`` bit strings of an FP16 number."""
     cases = [(v,) for v in (1.0, -2.0, 0.1, 65504.0, 6.1e-05, 3.0e-07, -0.0, 1000.5)]
-    _verify("float16_fields", float16_fields, cases, lambda v: bit_fields(v, torch.float16),
-            hint="view the FP16 tensor as int16 to read its 16 bits; 1 sign, 5 exponent, 10 mantissa bits")
+    _verify(
+        "float16_fields",
+        float16_fields,
+        cases,
+        lambda v: bit_fields(v, torch.float16),
+        hint="view the FP16 tensor as int16 to read its 16 bits; 1 sign, 5 exponent, 10 mantissa bits",
+    )
 
 
 def _float16_reference(pattern: int) -> float:
@@ -151,13 +165,18 @@ def check_float16_value(float16_value) -> None:
     patterns = [0x3C00, 0x2E66, 0x7BFF, 0x0400, 0x0001, 0x03FF, 0x0200, 0x8001, 0xC500, 0x7C00, 0xFC00, 0x8000, 0x0000]
     random = torch.randint(0, 65536, (200,), generator=generator).tolist()
     patterns += [p for p in random if (p >> 10) & 0x1F != 0x1F]  # no NaN patterns: NaN never equals NaN
-    _verify("float16_value", lambda values: [float16_value(v) for v in values], [(patterns,)],
-            lambda values: [_float16_reference(v) for v in values],
-            hint="an all-zeros exponent field means no implicit leading 1, and its exponent is 1 - bias, "
-                 "not 0 - bias; an all-ones field with mantissa 0 is infinity; the sign applies to every case")
+    _verify(
+        "float16_value",
+        lambda values: [float16_value(v) for v in values],
+        [(patterns,)],
+        lambda values: [_float16_reference(v) for v in values],
+        hint="an all-zeros exponent field means no implicit leading 1, and its exponent is 1 - bias, "
+        "not 0 - bias; an all-ones field with mantissa 0 is infinity; the sign applies to every case",
+    )
 
 
 # Notebook 01 -----------------------------------------------------------------------------------
+
 
 def check_qparams(my_qparams) -> None:
     """``my_qparams(min_val, max_val) -> (scale, zero_point)``: unsigned 8-bit affine, as PyTorch's MinMaxObserver."""
@@ -165,9 +184,14 @@ def check_qparams(my_qparams) -> None:
     generator = _generator(1)
     ranges += [tuple(sorted(torch.randn(2, generator=generator).mul(5).tolist())) for _ in range(20)]
     cases = [(torch.tensor(a), torch.tensor(b)) for a, b in ranges]
-    _verify("my_qparams", my_qparams, cases, lambda a, b: tuple(qparams(a, b)),
-            hint="widen the range to include 0; scale = (max - min) / 255 in float32, at least float32 eps; "
-                 "zero_point = 0 - round(min / scale), clamped to 0..255")
+    _verify(
+        "my_qparams",
+        my_qparams,
+        cases,
+        lambda a, b: tuple(qparams(a, b)),
+        hint="widen the range to include 0; scale = (max - min) / 255 in float32, at least float32 eps; "
+        "zero_point = 0 - round(min / scale), clamped to 0..255",
+    )
 
 
 def check_quantize(my_quantize) -> None:
@@ -180,39 +204,63 @@ def check_quantize(my_quantize) -> None:
         down = torch.nextafter(midpoints, torch.tensor(float("-inf")))
         x = torch.cat([torch.randn(500, generator=generator) * 3, midpoints, up, down, torch.tensor([-1e4, 1e4])])
         cases.append((x, scale, zero_point))
-    _verify("my_quantize", my_quantize, cases,
-            lambda x, s, z: torch.quantize_per_tensor(x, s, z, torch.quint8).int_repr(), dtype=torch.uint8,
-            hint="round half to even (torch.round), add the zero-point, clamp to 0..255, return torch.uint8; "
-                 "PyTorch multiplies by 1/scale rather than dividing by scale")
+    _verify(
+        "my_quantize",
+        my_quantize,
+        cases,
+        lambda x, s, z: torch.quantize_per_tensor(x, s, z, torch.quint8).int_repr(),
+        dtype=torch.uint8,
+        hint="round half to even (torch.round), add the zero-point, clamp to 0..255, return torch.uint8; "
+        "PyTorch multiplies by 1/scale rather than dividing by scale",
+    )
 
 
 # Notebook 02 -----------------------------------------------------------------------------------
+
 
 def check_mse_range(my_mse_range) -> None:
     """``my_mse_range(x, bits) -> (low, high)``: the clipped min-max range of least MSE, as ``observers.mse_range``."""
     generator = _generator(3)
     skewed = torch.cat([_student_t(4000, generator), torch.rand(1000, generator=generator) * 30])
-    cases = [(_student_t(5000, generator), 4), (skewed, 4), (skewed, 8),
-             (torch.randn(3000, generator=generator), 3), (torch.relu(torch.randn(3000, generator=generator)), 2)]
-    _verify("my_mse_range", my_mse_range, cases, lambda x, bits: mse_range(x, bits=bits),
-            hint="for a in torch.linspace(0.01, 1, 100): candidate range (a * x.min(), a * x.max()); quantize with "
-                 "qparams(..., bits=bits) and fake_quantize; keep the candidate with the least mean squared error")
+    cases = [
+        (_student_t(5000, generator), 4),
+        (skewed, 4),
+        (skewed, 8),
+        (torch.randn(3000, generator=generator), 3),
+        (torch.relu(torch.randn(3000, generator=generator)), 2),
+    ]
+    _verify(
+        "my_mse_range",
+        my_mse_range,
+        cases,
+        lambda x, bits: mse_range(x, bits=bits),
+        hint="for a in torch.linspace(0.01, 1, 100): candidate range (a * x.min(), a * x.max()); quantize with "
+        "qparams(..., bits=bits) and fake_quantize; keep the candidate with the least mean squared error",
+    )
 
 
 def check_per_group(my_fake_quantize_per_group) -> None:
     """``my_fake_quantize_per_group(w, group_size, bits)``: signed symmetric qparams per group of the last dim."""
     generator = _generator(4)
     rows = torch.logspace(-2, 0, 8).reshape(-1, 1)
-    cases = [(torch.randn(8, 64, generator=generator) * rows, 32, 4), (torch.randn(8, 64, generator=generator), 16, 3),
-             (torch.randn(4, 2, 96, generator=generator), 32, 8),
-             (torch.randn(3, 128, generator=generator) * rows[:3], 128, 4)]
-    _verify("my_fake_quantize_per_group", my_fake_quantize_per_group, cases,
-            lambda w, g, bits: fake_quantize_per_group(w, g, bits=bits),
-            hint="w.reshape(-1, group_size) gives one row per group; per-row min and max, "
-                 "qparams(..., signed=True, symmetric=True), fake_quantize(..., axis=0), then reshape back")
+    cases = [
+        (torch.randn(8, 64, generator=generator) * rows, 32, 4),
+        (torch.randn(8, 64, generator=generator), 16, 3),
+        (torch.randn(4, 2, 96, generator=generator), 32, 8),
+        (torch.randn(3, 128, generator=generator) * rows[:3], 128, 4),
+    ]
+    _verify(
+        "my_fake_quantize_per_group",
+        my_fake_quantize_per_group,
+        cases,
+        lambda w, g, bits: fake_quantize_per_group(w, g, bits=bits),
+        hint="w.reshape(-1, group_size) gives one row per group; per-row min and max, "
+        "qparams(..., signed=True, symmetric=True), fake_quantize(..., axis=0), then reshape back",
+    )
 
 
 # Notebook 03 -----------------------------------------------------------------------------------
+
 
 def check_nearest_power_of_two(nearest_power_of_two) -> None:
     """``nearest_power_of_two(x)``: each non-zero value replaced by ``±2**e``, the nearest power of two."""
@@ -220,9 +268,13 @@ def check_nearest_power_of_two(nearest_power_of_two) -> None:
     x = torch.randn(2000, generator=generator) * torch.exp2(torch.randint(-10, 10, (2000,), generator=generator))
     x = x[(x != 0) & ((x.abs() / torch.exp2(torch.floor(torch.log2(x.abs())))) != 1.5)]  # no exact ties
     cases = [(x,), (torch.tensor([1.0, -3.0, 0.7, 5.9, -6.1, 1000.0]),)]
-    _verify("nearest_power_of_two", nearest_power_of_two, cases,
-            lambda v: log_fake_quantize(v, bits=8, max_exponent=40),
-            hint="compare |x| with 1.5 * 2**floor(log2|x|): above it, round up to the next power")
+    _verify(
+        "nearest_power_of_two",
+        nearest_power_of_two,
+        cases,
+        lambda v: log_fake_quantize(v, bits=8, max_exponent=40),
+        hint="compare |x| with 1.5 * 2**floor(log2|x|): above it, round up to the next power",
+    )
 
 
 def check_power_of_two_scale(my_power_of_two_scale) -> None:
@@ -232,12 +284,17 @@ def check_power_of_two_scale(my_power_of_two_scale) -> None:
     values = (torch.rand(60, generator=generator) * 2 + 0.05) * torch.exp2(exponents)
     cases = [(v, bits) for v, bits in zip(values.tolist(), [8, 4, 3, 6] * 15, strict=True)]
     cases += [(127.0, 8), (0.5 * 127, 8), (7.0, 4), (7.5, 4), (1.0, 2), (0.99, 2)]  # exact powers and near them
-    _verify("my_power_of_two_scale", my_power_of_two_scale, cases,
-            lambda m, bits: power_of_two_scale(m, bits=bits).item(),
-            hint="the scale must be at least max_abs / (2**(bits-1) - 1); round its exponent up, not to nearest")
+    _verify(
+        "my_power_of_two_scale",
+        my_power_of_two_scale,
+        cases,
+        lambda m, bits: power_of_two_scale(m, bits=bits).item(),
+        hint="the scale must be at least max_abs / (2**(bits-1) - 1); round its exponent up, not to nearest",
+    )
 
 
 # Notebook 04 -----------------------------------------------------------------------------------
+
 
 def check_assign_nearest(assign_nearest) -> None:
     """``assign_nearest(x, codebook) -> indices``: index of the nearest entry of a sorted codebook."""
@@ -246,20 +303,34 @@ def check_assign_nearest(assign_nearest) -> None:
     for entries in (2, 4, 16):
         codebook = torch.sort(torch.randn(entries, generator=generator)).values
         cases.append((torch.randn(3000, generator=generator) * 1.5, codebook))
-    _verify("assign_nearest", assign_nearest, cases, assign_to_codebook,
-            hint="(x[:, None] - codebook[None, :]).abs().argmin(dim=1) does it in one line")
+    _verify(
+        "assign_nearest",
+        assign_nearest,
+        cases,
+        assign_to_codebook,
+        hint="(x[:, None] - codebook[None, :]).abs().argmin(dim=1) does it in one line",
+    )
 
 
 def check_lloyd_step(learner_lloyd_step) -> None:
     """``lloyd_step(x, codebook) -> new codebook``: each entry moves to the mean of its values (empty ones stay)."""
     generator = _generator(8)
-    cases = [(torch.randn(5000, generator=generator), torch.tensor([-2.0, -0.5, 0.1, 1.0])),
-             (torch.rand(3000, generator=generator), torch.tensor([0.0, 0.5, 5.0]))]  # 5.0 gets no value
-    _verify("lloyd_step", learner_lloyd_step, cases, lloyd_step, exact=False,
-            hint="assign each value to its nearest entry, average per entry; keep an entry nobody chose")
+    cases = [
+        (torch.randn(5000, generator=generator), torch.tensor([-2.0, -0.5, 0.1, 1.0])),
+        (torch.rand(3000, generator=generator), torch.tensor([0.0, 0.5, 5.0])),
+    ]  # 5.0 gets no value
+    _verify(
+        "lloyd_step",
+        learner_lloyd_step,
+        cases,
+        lloyd_step,
+        exact=False,
+        hint="assign each value to its nearest entry, average per entry; keep an entry nobody chose",
+    )
 
 
 # Notebook 05 -----------------------------------------------------------------------------------
+
 
 def check_int_accumulate(int_accumulate) -> None:
     """``int_accumulate(x_q, x_zp, w_q, w_zp) -> int32``: ``sum_k (x_q[i,k]-x_zp) * (w_q[j,k]-w_zp)``."""
@@ -274,8 +345,14 @@ def check_int_accumulate(int_accumulate) -> None:
     def reference(x_q, x_zp, w_q, w_zp):
         return ((x_q.double() - x_zp) @ (w_q.double() - w_zp).T).to(torch.int32)
 
-    _verify("int_accumulate", int_accumulate, cases, reference, dtype=torch.int32,
-            hint="widen to int32 before subtracting zero-points: uint8 arithmetic wraps around at 256")
+    _verify(
+        "int_accumulate",
+        int_accumulate,
+        cases,
+        reference,
+        dtype=torch.int32,
+        hint="widen to int32 before subtracting zero-points: uint8 arithmetic wraps around at 256",
+    )
 
 
 def _fixed_point_reference(acc, m0, shift, zero_point):
@@ -298,19 +375,32 @@ def check_fixed_point_requantize(my_requantize) -> None:
         exact_ties = ties[ties % m0 == 0] // m0
         acc = torch.cat([acc, exact_ties, torch.tensor([-6, -2, 2, 6])]).to(torch.int32)
         cases.append((acc, m0, shift, zero_point))
-    _verify("my_requantize", my_requantize, cases, _fixed_point_reference, dtype=torch.uint8,
-            hint="widen acc to int64 before multiplying by m0; shifting right by `shift` floors, so add half of "
-                 "2**shift first for values >= 0 (and just under half for negative ones) to round half away from "
-                 "zero; clamp to 0..255 and return torch.uint8")
+    _verify(
+        "my_requantize",
+        my_requantize,
+        cases,
+        _fixed_point_reference,
+        dtype=torch.uint8,
+        hint="widen acc to int64 before multiplying by m0; shifting right by `shift` floors, so add half of "
+        "2**shift first for values >= 0 (and just under half for negative ones) to round half away from "
+        "zero; clamp to 0..255 and return torch.uint8",
+    )
 
 
 # Notebook 07 -----------------------------------------------------------------------------------
 
+
 def _tiny_models():
     """Small models with every kind of state a saved model holds: weights, biases, BN statistics, counters."""
+
     def build():
-        conv = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU(),
-                                   torch.nn.Flatten(), torch.nn.Linear(8 * 6 * 6, 10))
+        conv = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 3),
+            torch.nn.BatchNorm2d(8),
+            torch.nn.ReLU(),
+            torch.nn.Flatten(),
+            torch.nn.Linear(8 * 6 * 6, 10),
+        )
         mlp = torch.nn.Sequential(torch.nn.Linear(100, 300), torch.nn.GELU(), torch.nn.Linear(300, 100, bias=False))
         return [conv, mlp]
 
@@ -326,25 +416,49 @@ def check_saved_megabytes(saved_megabytes) -> None:
         return sum(t.numel() * t.element_size() for t in converted.state_dict().values()) / 1e6
 
     cases = [(model, dtype) for model in _tiny_models() for dtype in (torch.float32, torch.bfloat16, torch.float16)]
-    _verify("saved_megabytes", saved_megabytes, cases, reference, exact=False,
-            hint="bytes = numel x bytes per element for every state_dict tensor; .to(dtype) converts "
-                 "floating-point tensors only (num_batches_tracked stays int64, 8 bytes); 1 MB = 10**6 bytes")
+    _verify(
+        "saved_megabytes",
+        saved_megabytes,
+        cases,
+        reference,
+        exact=False,
+        hint="bytes = numel x bytes per element for every state_dict tensor; .to(dtype) converts "
+        "floating-point tensors only (num_batches_tracked stays int64, 8 bytes); 1 MB = 10**6 bytes",
+    )
 
 
 # (scenario, expected answer, why): the rules of notebook 07's "Which one, when" table.
 PRECISION_SCENARIOS = [
-    ({"layers": "conv", "calibration_data": True, "batch": 32, "cpu": {"avx2", "avx512_vnni"}}, "static INT8",
-     "a CNN with calibration images: integer kernels end to end"),
-    ({"layers": "linear", "calibration_data": False, "batch": 1, "cpu": {"avx2"}}, "dynamic INT8",
-     "linear layers at batch 1 are memory-bound and need no calibration with dynamic INT8"),
-    ({"layers": "conv", "calibration_data": False, "batch": 32, "cpu": {"avx512_bf16", "avx512_vnni"}}, "BF16",
-     "no calibration data rules out static INT8, dynamic INT8 does not cover convolutions, and this CPU has BF16"),
-    ({"layers": "conv", "calibration_data": False, "batch": 1, "cpu": {"avx2"}}, "FP32",
-     "no calibration data, no dynamic INT8 for convolutions, and no BF16 instructions: BF16 would be emulated"),
-    ({"layers": "conv", "calibration_data": True, "batch": 1, "cpu": {"amx_int8", "amx_bf16"}}, "static INT8",
-     "calibration images and INT8 matrix units"),
-    ({"layers": "linear", "calibration_data": False, "batch": 1, "cpu": {"amx_bf16", "amx_int8"}}, "dynamic INT8",
-     "linear-heavy and no calibration data: dynamic INT8 quarters the bytes each call reads"),
+    (
+        {"layers": "conv", "calibration_data": True, "batch": 32, "cpu": {"avx2", "avx512_vnni"}},
+        "static INT8",
+        "a CNN with calibration images: integer kernels end to end",
+    ),
+    (
+        {"layers": "linear", "calibration_data": False, "batch": 1, "cpu": {"avx2"}},
+        "dynamic INT8",
+        "linear layers at batch 1 are memory-bound and need no calibration with dynamic INT8",
+    ),
+    (
+        {"layers": "conv", "calibration_data": False, "batch": 32, "cpu": {"avx512_bf16", "avx512_vnni"}},
+        "BF16",
+        "no calibration data rules out static INT8, dynamic INT8 does not cover convolutions, and this CPU has BF16",
+    ),
+    (
+        {"layers": "conv", "calibration_data": False, "batch": 1, "cpu": {"avx2"}},
+        "FP32",
+        "no calibration data, no dynamic INT8 for convolutions, and no BF16 instructions: BF16 would be emulated",
+    ),
+    (
+        {"layers": "conv", "calibration_data": True, "batch": 1, "cpu": {"amx_int8", "amx_bf16"}},
+        "static INT8",
+        "calibration images and INT8 matrix units",
+    ),
+    (
+        {"layers": "linear", "calibration_data": False, "batch": 1, "cpu": {"amx_bf16", "amx_int8"}},
+        "dynamic INT8",
+        "linear-heavy and no calibration data: dynamic INT8 quarters the bytes each call reads",
+    ),
 ]
 
 
@@ -353,13 +467,16 @@ def check_choose_precision(choose_precision) -> None:
     for number, (scenario, expected, why) in enumerate(PRECISION_SCENARIOS, 1):
         got = _call("choose_precision", choose_precision, dict(scenario, cpu=set(scenario["cpu"])))
         if got != expected:
-            raise AssertionError(f"choose_precision: wrong answer on scenario {number} of {len(PRECISION_SCENARIOS)}:"
-                                 f" {scenario}\n"
-                                 f"  got:      {got!r}\n  expected: {expected!r} ({why})")
+            raise AssertionError(
+                f"choose_precision: wrong answer on scenario {number} of {len(PRECISION_SCENARIOS)}:"
+                f" {scenario}\n"
+                f"  got:      {got!r}\n  expected: {expected!r} ({why})"
+            )
     print(f"✓ choose_precision: passed ({len(PRECISION_SCENARIOS)} cases)")
 
 
 # Notebook 06 -----------------------------------------------------------------------------------
+
 
 def _layer_scales(converted) -> list[tuple]:
     """(input scale, per-channel weight scales, output scale) of every quantized conv/linear of a converted model."""
@@ -374,8 +491,11 @@ def _layer_scales(converted) -> list[tuple]:
         if not callable(weight) or not hasattr(module, "scale"):
             continue
         w = weight()
-        scales = (w.q_per_channel_scales() if w.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric)
-                  else torch.tensor([w.q_scale()], dtype=torch.float64))
+        scales = (
+            w.q_per_channel_scales()
+            if w.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric)
+            else torch.tensor([w.q_scale()], dtype=torch.float64)
+        )
         cases.append((_producer_qparams(converted, node.args[0])[0], scales, float(module.scale)))
     return cases
 
@@ -384,13 +504,21 @@ def check_requantization_scales(requantization_scales, converted) -> None:
     """``requantization_scales(S_x, S_w, S_y) -> S_x * S_w / S_y``, on real layers of the converted model."""
     real = _layer_scales(converted)
     generator = _generator(11)
-    cases = real[:: max(1, len(real) // 12)] + [(0.02, torch.rand(5, generator=generator, dtype=torch.float64) / 100,
-                                                 0.1)]
-    _verify("requantization_scales", requantization_scales, cases,
-            lambda sx, sw, sy: sx * sw / sy, exact=False,
-            hint="the int32 sum counts units of S_x * S_w[c]; the output counts units of S_y")
-    print(f"  (the real layers: {len(real)} conv/linear layers of the converted model; checked every "
-          f"{max(1, len(real) // 12)}th)")
+    cases = real[:: max(1, len(real) // 12)] + [
+        (0.02, torch.rand(5, generator=generator, dtype=torch.float64) / 100, 0.1)
+    ]
+    _verify(
+        "requantization_scales",
+        requantization_scales,
+        cases,
+        lambda sx, sw, sy: sx * sw / sy,
+        exact=False,
+        hint="the int32 sum counts units of S_x * S_w[c]; the output counts units of S_y",
+    )
+    print(
+        f"  (the real layers: {len(real)} conv/linear layers of the converted model; checked every "
+        f"{max(1, len(real) // 12)}th)"
+    )
 
 
 class _TinyNet(torch.nn.Module):
@@ -436,21 +564,27 @@ def check_keep_in_float_mapping(keep_in_float_mapping) -> None:
     for number, names in enumerate((["block"], ["stem", "classifier"], [], ["block.0"]), 1):
         mapping = _call("keep_in_float_mapping", keep_in_float_mapping, list(names))
         if not isinstance(mapping, QConfigMapping):
-            raise AssertionError(f"keep_in_float_mapping: wrong answer on case {number}: returned a "
-                                 f"{type(mapping).__name__}, expected a QConfigMapping")
+            raise AssertionError(
+                f"keep_in_float_mapping: wrong answer on case {number}: returned a "
+                f"{type(mapping).__name__}, expected a QConfigMapping"
+            )
         got, expected = _quantized_modules(mapping), reference(names)
         if got != expected:
-            raise AssertionError(f"keep_in_float_mapping: wrong answer on case {number}, names={names}\n"
-                                 f"  quantized modules: {sorted(got)}\n  expected:          {sorted(expected)}\n"
-                                 "  hint: start from get_default_qconfig_mapping('x86'), then "
-                                 "set_module_name(name, None) for each name")
+            raise AssertionError(
+                f"keep_in_float_mapping: wrong answer on case {number}, names={names}\n"
+                f"  quantized modules: {sorted(got)}\n  expected:          {sorted(expected)}\n"
+                "  hint: start from get_default_qconfig_mapping('x86'), then "
+                "set_module_name(name, None) for each name"
+            )
     print("✓ keep_in_float_mapping: passed (4 cases)")
 
 
 # Notebook 08 -----------------------------------------------------------------------------------
 
+
 def check_ste_backward(ste_backward) -> None:
     """``ste_backward(grad_output, x, scale, zero_point, qmin, qmax)``: the gradient PyTorch's fake quantize passes."""
+
     def reference(grad_output, x, scale, zero_point, qmin, qmax):
         x = x.clone().requires_grad_()
         torch.fake_quantize_per_tensor_affine(x, scale, zero_point, qmin, qmax).backward(grad_output)
@@ -462,9 +596,14 @@ def check_ste_backward(ste_backward) -> None:
         edges = (torch.tensor([qmin - 0.5, qmin, qmax, qmax + 0.5, qmax + 0.49, qmin - 0.51]) - zero_point) * scale
         x = torch.cat([torch.randn(400, generator=generator) * scale * (qmax - qmin) / 2, edges])
         cases.append((torch.randn(len(x), generator=generator), x, scale, zero_point, qmin, qmax))
-    _verify("ste_backward", ste_backward, cases, reference,
-            hint="the gradient passes (times grad_output) where round(x / scale) + zero_point is within "
-                 "[qmin, qmax] and is 0 where the value was clamped; PyTorch computes x * (1 / scale)")
+    _verify(
+        "ste_backward",
+        ste_backward,
+        cases,
+        reference,
+        hint="the gradient passes (times grad_output) where round(x / scale) + zero_point is within "
+        "[qmin, qmax] and is 0 where the value was clamped; PyTorch computes x * (1 / scale)",
+    )
 
 
 def check_fold_batch_norm(fold_batch_norm) -> None:
@@ -479,16 +618,31 @@ def check_fold_batch_norm(fold_batch_norm) -> None:
     cases = []
     for shape in ((8, 3, 3, 3), (4, 16, 1, 1), (6, 2, 5, 5)):
         channels = shape[0]
-        cases.append((torch.randn(shape, generator=generator), torch.randn(channels, generator=generator),
-                      torch.randn(channels, generator=generator), torch.rand(channels, generator=generator) + 0.1,
-                      torch.randn(channels, generator=generator), torch.randn(channels, generator=generator), 1e-5))
+        cases.append(
+            (
+                torch.randn(shape, generator=generator),
+                torch.randn(channels, generator=generator),
+                torch.randn(channels, generator=generator),
+                torch.rand(channels, generator=generator) + 0.1,
+                torch.randn(channels, generator=generator),
+                torch.randn(channels, generator=generator),
+                1e-5,
+            )
+        )
     cases.append((*cases[0][:3], torch.full((8,), 1e-6), *cases[0][4:6], 1e-3))  # eps matters when var is tiny
-    _verify("fold_batch_norm", fold_batch_norm, cases, reference, exact=False,
-            hint="factor = gamma / sqrt(var + eps), one per output channel; scale the weight along dim 0 "
-                 "(reshape the factor to (-1, 1, 1, 1)); bias' = (bias - mean) * factor + beta")
+    _verify(
+        "fold_batch_norm",
+        fold_batch_norm,
+        cases,
+        reference,
+        exact=False,
+        hint="factor = gamma / sqrt(var + eps), one per output channel; scale the weight along dim 0 "
+        "(reshape the factor to (-1, 1, 1, 1)); bias' = (bias - mean) * factor + beta",
+    )
 
 
 # Notebook 09 -----------------------------------------------------------------------------------
+
 
 def _tiny_densenet(block_config: tuple[int, ...] = (2,)):
     """A torchvision DenseNet with ``block_config`` dense layers and random batch-norm statistics, in eval mode.
@@ -498,8 +652,9 @@ def _tiny_densenet(block_config: tuple[int, ...] = (2,)):
     import torchvision
 
     def build():
-        model = torchvision.models.DenseNet(growth_rate=4, block_config=block_config, num_init_features=8, bn_size=2,
-                                            num_classes=3)
+        model = torchvision.models.DenseNet(
+            growth_rate=4, block_config=block_config, num_init_features=8, bn_size=2, num_classes=3
+        )
         for module in model.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
                 module.running_mean.uniform_(-0.5, 0.5)
@@ -517,24 +672,33 @@ def check_dense_layer_fusions(dense_layer_fusions) -> None:
 
     model = _tiny_densenet()
     images = torch.randn(2, 3, 32, 32, generator=_generator(14))
-    expected = {"norm1": "BNReLU2d", "relu1": "Identity", "conv1": "ConvReLU2d", "norm2": "Identity",
-                "relu2": "Identity", "conv2": "Conv2d"}
+    expected = {
+        "norm1": "BNReLU2d",
+        "relu1": "Identity",
+        "conv1": "ConvReLU2d",
+        "norm2": "Identity",
+        "relu2": "Identity",
+        "conv2": "Conv2d",
+    }
     for number, prefix in enumerate(("features.denseblock1.denselayer1", "features.denseblock1.denselayer2"), 1):
         groups = _call("dense_layer_fusions", dense_layer_fusions, prefix)
         try:
             fused = fuse_modules(copy.deepcopy(model), groups)
         except Exception as error:  # fuse_modules refuses unknown names and unsupported patterns
-            raise AssertionError(f"dense_layer_fusions: wrong answer on case {number}: fuse_modules refused "
-                                 f"{groups}: {error}") from None
+            raise AssertionError(
+                f"dense_layer_fusions: wrong answer on case {number}: fuse_modules refused {groups}: {error}"
+            ) from None
         layer = fused.get_submodule(prefix)
         got = {name: type(getattr(layer, name)).__name__ for name in expected}
         with torch.no_grad():
             same = torch.allclose(fused(images), model(images), atol=1e-5)
         if got != expected or not same:
-            raise AssertionError(f"dense_layer_fusions: wrong answer on case {number} ({prefix})\n"
-                                 f"  modules after fusion: {got}\n  expected:             {expected}\n"
-                                 f"  outputs equal the float model's: {same}\n"
-                                 "  hint: conv1 is followed by norm2 and relu2; norm1 by relu1; conv2 by nothing")
+            raise AssertionError(
+                f"dense_layer_fusions: wrong answer on case {number} ({prefix})\n"
+                f"  modules after fusion: {got}\n  expected:             {expected}\n"
+                f"  outputs equal the float model's: {same}\n"
+                "  hint: conv1 is followed by norm2 and relu2; norm1 by relu1; conv2 by nothing"
+            )
     print("✓ dense_layer_fusions: passed (2 cases)")
 
 
@@ -554,14 +718,17 @@ def check_pt2e_flow(my_quantize_pt2e) -> None:
     with torch.no_grad():
         got_out, expected_out = got(test), expected(test)
     if not torch.equal(got_out, expected_out):
-        raise AssertionError("my_quantize_pt2e: wrong answer: its outputs differ from qtutor.pt2e.quantize_pt2e's "
-                             f"by up to {(got_out - expected_out).abs().max().item():.3g}\n"
-                             "  hint: export, prepare_pt2e(exported.module(), pt2e.quantizer()), run every batch "
-                             "through the prepared model (calibration), then convert_pt2e")
+        raise AssertionError(
+            "my_quantize_pt2e: wrong answer: its outputs differ from qtutor.pt2e.quantize_pt2e's "
+            f"by up to {(got_out - expected_out).abs().max().item():.3g}\n"
+            "  hint: export, prepare_pt2e(exported.module(), pt2e.quantizer()), run every batch "
+            "through the prepared model (calibration), then convert_pt2e"
+        )
     print("✓ my_quantize_pt2e: passed (outputs equal qtutor.pt2e.quantize_pt2e's bit for bit)")
 
 
 # Notebook 10 -----------------------------------------------------------------------------------
+
 
 @functools.cache
 def _ort_weight_scales() -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -576,8 +743,13 @@ def _ort_weight_scales() -> list[tuple[torch.Tensor, torch.Tensor]]:
     with tempfile.TemporaryDirectory() as folder:
         deploy.export_onnx(model, images[:2], Path(folder) / "fp32.onnx")
         deploy.quantize_onnx(Path(folder) / "fp32.onnx", Path(folder) / "int8.onnx", list(images.split(4)))
-        return [(model.get_submodule(layer).weight.detach().clone(),
-                 deploy.onnx_qparams(Path(folder) / "int8.onnx", layer).weight_scales) for layer in ("stem", "block.0")]
+        return [
+            (
+                model.get_submodule(layer).weight.detach().clone(),
+                deploy.onnx_qparams(Path(folder) / "int8.onnx", layer).weight_scales,
+            )
+            for layer in ("stem", "block.0")
+        ]
 
 
 def check_ort_weight_scales(ort_weight_scales) -> None:
@@ -586,11 +758,13 @@ def check_ort_weight_scales(ort_weight_scales) -> None:
     for number, (weight, written) in enumerate(cases, 1):
         got = _call("ort_weight_scales", ort_weight_scales, weight.clone())
         if not _same(got, written, exact=False):
-            raise AssertionError(f"ort_weight_scales: wrong answer on case {number} (a weight of shape "
-                                 f"{tuple(weight.shape)})\n  got:      {_short(got)}\n  expected: {_short(written)}"
-                                 "\n  (read out of the model quantize_static wrote)\n"
-                                 "  hint: one scale per output channel (dim 0); symmetric signed codes -127..127, "
-                                 "so the largest magnitude of the channel maps to 127")
+            raise AssertionError(
+                f"ort_weight_scales: wrong answer on case {number} (a weight of shape "
+                f"{tuple(weight.shape)})\n  got:      {_short(got)}\n  expected: {_short(written)}"
+                "\n  (read out of the model quantize_static wrote)\n"
+                "  hint: one scale per output channel (dim 0); symmetric signed codes -127..127, "
+                "so the largest magnitude of the channel maps to 127"
+            )
     print(f"✓ ort_weight_scales: passed ({len(cases)} convolutions quantized by ONNX Runtime)")
 
 
@@ -614,10 +788,12 @@ def check_fake_quantize_qparams(fake_quantize_qparams) -> None:
     at the learner's scale and zero-point (codes 0..levels-1).
     """
     x = torch.randn(4000, generator=_generator(17)) * 3
-    cases = [(256, 0.0, 6.2),  # a ReLU output: unsigned
-             (256, -2.5 * 128 / 127, 2.5),  # NNCF's symmetric signed activations
-             (255, -1.3, 1.3),  # NNCF's symmetric weights: 255 levels
-             (16, 0.0, 4.0)]  # 4 bits
+    cases = [
+        (256, 0.0, 6.2),  # a ReLU output: unsigned
+        (256, -2.5 * 128 / 127, 2.5),  # NNCF's symmetric signed activations
+        (255, -1.3, 1.3),  # NNCF's symmetric weights: 255 levels
+        (16, 0.0, 4.0),
+    ]  # 4 bits
     for number, (levels, low, high) in enumerate(cases, 1):
         got = _call("fake_quantize_qparams", fake_quantize_qparams, levels, low, high)
         expected = _openvino_fake_quantize(x, levels, low, high)
@@ -625,19 +801,24 @@ def check_fake_quantize_qparams(fake_quantize_qparams) -> None:
             scale, zero_point = float(got[0]), int(got[1])
             simulated = torch.fake_quantize_per_tensor_affine(x, scale, zero_point, 0, levels - 1)
         except (TypeError, ValueError, IndexError, RuntimeError) as error:
-            raise AssertionError(f"fake_quantize_qparams: wrong answer on case {number}: returned {got!r}, "
-                                 f"expected (scale, zero_point) ({error.__class__.__name__})") from None
+            raise AssertionError(
+                f"fake_quantize_qparams: wrong answer on case {number}: returned {got!r}, "
+                f"expected (scale, zero_point) ({error.__class__.__name__})"
+            ) from None
         if not torch.allclose(simulated, expected, atol=1e-5):
-            raise AssertionError(f"fake_quantize_qparams: wrong answer on case {number}: levels={levels}, "
-                                 f"low={low:.4f}, high={high:.4f}\n  got: scale {scale:.6g}, zero-point {zero_point}; "
-                                 "PyTorch's fake quantization with them differs from OpenVINO's FakeQuantize by up "
-                                 f"to {(simulated - expected).abs().max().item():.3g}\n"
-                                 "  hint: levels codes 0..levels-1 spread evenly from low to high; the zero-point is "
-                                 "the code that stands for 0.0")
+            raise AssertionError(
+                f"fake_quantize_qparams: wrong answer on case {number}: levels={levels}, "
+                f"low={low:.4f}, high={high:.4f}\n  got: scale {scale:.6g}, zero-point {zero_point}; "
+                "PyTorch's fake quantization with them differs from OpenVINO's FakeQuantize by up "
+                f"to {(simulated - expected).abs().max().item():.3g}\n"
+                "  hint: levels codes 0..levels-1 spread evenly from low to high; the zero-point is "
+                "the code that stands for 0.0"
+            )
     print(f"✓ fake_quantize_qparams: passed ({len(cases)} FakeQuantize ranges, against OpenVINO's own operation)")
 
 
 # Notebook 11 -----------------------------------------------------------------------------------
+
 
 def check_per_token_scales(per_token_scales) -> None:
     """``per_token_scales(x) -> scales``: one signed symmetric INT8 scale per row (token) of ``x``."""
@@ -647,8 +828,14 @@ def check_per_token_scales(per_token_scales) -> None:
     quiet_row = torch.randn(8, 24, generator=generator)
     quiet_row[2] = 0.0  # a row of zeros still gets a usable scale
     cases = [(torch.randn(32, 48, generator=generator),), (loud,), (quiet_row,)]
-    _verify("per_token_scales", per_token_scales, cases, lambda x: absmax_qparams(x, axis=0)[0], exact=False,
-            hint="max|x| along each row (dim=1) divided by 127.5, at least torch.finfo(torch.float32).eps")
+    _verify(
+        "per_token_scales",
+        per_token_scales,
+        cases,
+        lambda x: absmax_qparams(x, axis=0)[0],
+        exact=False,
+        hint="max|x| along each row (dim=1) divided by 127.5, at least torch.finfo(torch.float32).eps",
+    )
 
 
 def check_smoothing_factors(my_smoothing_factors) -> None:
@@ -659,15 +846,29 @@ def check_smoothing_factors(my_smoothing_factors) -> None:
         act_absmax = torch.rand(in_features, generator=generator) * 50 + 0.5
         weight = torch.randn(out_features, in_features, generator=generator) * 0.1
         cases.append((act_absmax, weight, alpha))
-    _verify("my_smoothing_factors", my_smoothing_factors, cases, smoothing_factors, exact=False,
-            hint="s_j = act_absmax[j]**alpha / max_i |weight[i, j]|**(1 - alpha): the weight's largest magnitude "
-                 "per input channel is over dim 0 of an nn.Linear weight [out, in]")
+    _verify(
+        "my_smoothing_factors",
+        my_smoothing_factors,
+        cases,
+        smoothing_factors,
+        exact=False,
+        hint="s_j = act_absmax[j]**alpha / max_i |weight[i, j]|**(1 - alpha): the weight's largest magnitude "
+        "per input channel is over dim 0 of an nn.Linear weight [out, in]",
+    )
 
 
 def check_pack_int4(pack_int4) -> None:
     """``pack_int4(codes) -> uint8``: 4-bit codes (0..15), two per byte, the first in the low nibble."""
     generator = _generator(13)
-    cases = [(torch.tensor([3, 10, 15, 0], dtype=torch.uint8),),
-             (torch.randint(0, 16, (1000,), generator=generator).to(torch.uint8),)]
-    _verify("pack_int4", pack_int4, cases, lambda codes: pack(codes, 4), dtype=torch.uint8,
-            hint="byte = codes[0::2] | (codes[1::2] << 4), as torch.uint8")
+    cases = [
+        (torch.tensor([3, 10, 15, 0], dtype=torch.uint8),),
+        (torch.randint(0, 16, (1000,), generator=generator).to(torch.uint8),),
+    ]
+    _verify(
+        "pack_int4",
+        pack_int4,
+        cases,
+        lambda codes: pack(codes, 4),
+        dtype=torch.uint8,
+        hint="byte = codes[0::2] | (codes[1::2] << 4), as torch.uint8",
+    )

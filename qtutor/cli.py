@@ -51,15 +51,26 @@ def build_parser() -> argparse.ArgumentParser:
     """The original script's flags, then qtutor's additions."""
     import qtutor
 
-    parser = _Parser(prog="qtutor", description="Quantize a DenseNet-121 classifier to INT8 and predict with it.",
-                     epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(
+        prog="qtutor",
+        description="Quantize a DenseNet-121 classifier to INT8 and predict with it.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     original = parser.add_argument_group("the original script's flags")
-    original.add_argument("--task", required=True, choices=["quantize", "predict", "train", "evaluate", "export"],
-                          help="what to do (train, evaluate and export are qtutor's additions)")
+    original.add_argument(
+        "--task",
+        required=True,
+        choices=["quantize", "predict", "train", "evaluate", "export"],
+        help="what to do (train, evaluate and export are qtutor's additions)",
+    )
     original.add_argument("--src_model", help="FP32 DenseNet-121 state_dict (.pth) to quantize or evaluate")
-    original.add_argument("--dst_model", help="INT8 TorchScript file to write (quantize) or read (predict, "
-                                              "evaluate; an .onnx file runs in ONNX Runtime); for train, the FP32 "
-                                              "state_dict to write; for export, the .onnx file to write")
+    original.add_argument(
+        "--dst_model",
+        help="INT8 TorchScript file to write (quantize) or read (predict, "
+        "evaluate; an .onnx file runs in ONNX Runtime); for train, the FP32 "
+        "state_dict to write; for export, the .onnx file to write",
+    )
     original.add_argument("--classes_number", type=int, default=2, help="outputs of the classifier (default 2)")
     original.add_argument("--mean", help='per-channel mean, a tuple literal such as "(0.485, 0.456, 0.406)"')
     original.add_argument("--std", help='per-channel std, a tuple literal such as "(0.229, 0.224, 0.225)"')
@@ -71,8 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
     added.add_argument("--calibration_batches", type=int, default=20, help="calibration batches (default 20)")
     added.add_argument("--batch_size", type=int, default=4, help="calibration batch size (default 4)")
     added.add_argument("--epochs", type=int, help="training epochs (train; default: the course recipe's 20)")
-    added.add_argument("--int8", action="store_true",
-                       help="export: static INT8 (ONNX Runtime QDQ, calibrated on --dataset_path/train), not FP32")
+    added.add_argument(
+        "--int8",
+        action="store_true",
+        help="export: static INT8 (ONNX Runtime QDQ, calibrated on --dataset_path/train), not FP32",
+    )
     added.add_argument("--onnx_model", help="evaluate: an .onnx file to evaluate beside --dst_model")
     added.add_argument("--version", action="version", version=f"qtutor {qtutor.__version__}")
     return parser
@@ -122,8 +136,9 @@ def _dataset_root(args) -> Path:
     if not root.is_dir():
         raise InputError(f"--dataset_path {root}: does not exist; expected a folder holding train/")
     if not (root / "train").is_dir():
-        raise InputError(f"--dataset_path {root}: has no train/ folder; expected ImageFolder layout "
-                         "train/<class>/<image>")
+        raise InputError(
+            f"--dataset_path {root}: has no train/ folder; expected ImageFolder layout train/<class>/<image>"
+        )
     return root
 
 
@@ -143,9 +158,12 @@ class _PaddingWarning:
     def __call__(self, image):
         if not _PaddingWarning.warned and (image.width < self.crop or image.height < self.crop):
             _PaddingWarning.warned = True
-            print(f"warning: an image is {image.width}x{image.height}, smaller than the {self.crop}x{self.crop} "
-                  "center crop, so it is padded with black as in the original script; pass --image_size N to "
-                  "resize images to NxN first (the bundled digits: --image_size 64)", file=sys.stderr)
+            print(
+                f"warning: an image is {image.width}x{image.height}, smaller than the {self.crop}x{self.crop} "
+                "center crop, so it is padded with black as in the original script; pass --image_size N to "
+                "resize images to NxN first (the bundled digits: --image_size 64)",
+                file=sys.stderr,
+            )
         return self.transform(image)
 
 
@@ -182,8 +200,10 @@ def _calibration_loader(args, mean, std, root):
     from torch.utils.data import DataLoader
 
     dataset = _image_folder(root / "train", _transform(args, mean, std))
-    print(f"calibration dataset length: {len(dataset)}; classes: {dataset.class_to_idx}; "
-          f"number of categories: {len(dataset.classes)}")
+    print(
+        f"calibration dataset length: {len(dataset)}; classes: {dataset.class_to_idx}; "
+        f"number of categories: {len(dataset.classes)}"
+    )
     return DataLoader(dataset, batch_size=args.batch_size, shuffle=True, generator=torch.Generator().manual_seed(0))
 
 
@@ -208,8 +228,9 @@ def task_quantize(args) -> None:
     model = load_checkpoint(args.src_model, args.classes_number)
     loader = _calibration_loader(args, mean, std, root)
     size = args.image_size or ORIGINAL_CROP
-    quantized = quantize_fx(model, loader, (torch.randn(1, 3, size, size),), batches=args.calibration_batches,
-                            progress=sys.stderr.isatty())
+    quantized = quantize_fx(
+        model, loader, (torch.randn(1, 3, size, size),), batches=args.calibration_batches, progress=sys.stderr.isatty()
+    )
     save_torchscript(quantized, destination)
     _report_sizes(args.src_model, destination, "INT8")
 
@@ -259,8 +280,10 @@ def _load_model(path, image_size: int):
 
     model = deploy.load_onnx(path)
     if model.image_size not in (None, image_size):
-        raise InputError(f"--dst_model {path}: takes {model.image_size}x{model.image_size} images but the "
-                         f"preprocessing gives {image_size}x{image_size}; expected --image_size {model.image_size}")
+        raise InputError(
+            f"--dst_model {path}: takes {model.image_size}x{model.image_size} images but the "
+            f"preprocessing gives {image_size}x{image_size}; expected --image_size {model.image_size}"
+        )
     return model
 
 
@@ -273,8 +296,10 @@ def _load_torchscript(path):
     try:
         return load_torchscript(path)
     except Exception as error:  # torch.jit.load raises RuntimeError and others on a wrong file
-        raise InputError(f"--dst_model {path}: not a TorchScript model ({error.__class__.__name__}); expected the "
-                         "file --task quantize wrote") from None
+        raise InputError(
+            f"--dst_model {path}: not a TorchScript model ({error.__class__.__name__}); expected the "
+            "file --task quantize wrote"
+        ) from None
 
 
 def task_predict(args) -> None:
@@ -340,23 +365,37 @@ def task_train(args) -> None:
         mean, std = bundled_stats()
     else:
         mean, std = _statistics(args)
-    shipped = (bundled and (mean, std) == bundled_stats() and args.classes_number == 10
-               and image_size == COURSE_IMAGE_SIZE and recipe == Recipe())
+    shipped = (
+        bundled
+        and (mean, std) == bundled_stats()
+        and args.classes_number == 10
+        and image_size == COURSE_IMAGE_SIZE
+        and recipe == Recipe()
+    )
     if shipped:
         save_atomically(lambda temporary: shutil.copyfile(course_checkpoint(), temporary), destination)
         record = training_record()
-        print(f"the bundled digits with the course's recipe: copied the shipped model {course_checkpoint().name} "
-              f"(test accuracy {record['test_accuracy']:.1%}; retrain it with python tools/train_course_model.py)")
+        print(
+            f"the bundled digits with the course's recipe: copied the shipped model {course_checkpoint().name} "
+            f"(test accuracy {record['test_accuracy']:.1%}; retrain it with python tools/train_course_model.py)"
+        )
     else:
-        state, history = train(root, image_size=image_size, recipe=recipe, mean=mean, std=std,
-                               classes_number=args.classes_number, progress=sys.stderr.isatty())
+        state, history = train(
+            root,
+            image_size=image_size,
+            recipe=recipe,
+            mean=mean,
+            std=std,
+            classes_number=args.classes_number,
+            progress=sys.stderr.isatty(),
+        )
         save_atomically(lambda temporary: torch.save(state, temporary), destination)
         print(f"validation accuracy {history['val_accuracy'][-1]:.1%} after {recipe.epochs} epoch(s)")
     print(f"wrote {destination}")
 
 
 def _onnx_label(path) -> str:
-    """"ONNX INT8" for a quantized (QDQ) ONNX file, "ONNX FP32" otherwise."""
+    """ "ONNX INT8" for a quantized (QDQ) ONNX file, "ONNX FP32" otherwise."""
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
@@ -392,20 +431,34 @@ def task_evaluate(args) -> None:
     rows = []
     for name, (model, path) in models.items():
         row = compare(reference, reference if name == "FP32" else predict(model, loader))
-        rows.append({"model": name, "accuracy [95% CI]": f"{row['accuracy']:.2%}",
-                     "agreement": f"{row['agreement']:.2%}", "KL": row["KL"], "size MB": file_size_mb(path),
-                     "batch 1 ms": timings[name].median})
+        rows.append(
+            {
+                "model": name,
+                "accuracy [95% CI]": f"{row['accuracy']:.2%}",
+                "agreement": f"{row['agreement']:.2%}",
+                "KL": row["KL"],
+                "size MB": file_size_mb(path),
+                "batch 1 ms": timings[name].median,
+            }
+        )
     print(f"{len(dataset)} images in {root / split}, {size}x{size}; agreement and KL (nats) against FP32")
     print(text_table(rows, {"KL": ".2e", "size MB": ".2f", "batch 1 ms": ".2f"}))
     fp32_row = rows[0]
     for row in rows[1:]:
-        print(f"{row['model']}/FP32: size {row['size MB'] / fp32_row['size MB']:.2f}x, batch 1 latency "
-              f"{row['batch 1 ms'] / fp32_row['batch 1 ms']:.2f}x")
+        print(
+            f"{row['model']}/FP32: size {row['size MB'] / fp32_row['size MB']:.2f}x, batch 1 latency "
+            f"{row['batch 1 ms'] / fp32_row['batch 1 ms']:.2f}x"
+        )
     print(timing_note())
 
 
-TASKS = {"quantize": task_quantize, "predict": task_predict, "train": task_train, "evaluate": task_evaluate,
-         "export": task_export}
+TASKS = {
+    "quantize": task_quantize,
+    "predict": task_predict,
+    "train": task_train,
+    "evaluate": task_evaluate,
+    "export": task_export,
+}
 
 
 def _as_flags(message: str, parser: argparse.ArgumentParser) -> str:

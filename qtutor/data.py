@@ -47,6 +47,7 @@ __all__ = [
     "course_data",
 ]
 
+
 def _data_dir() -> Path:
     """``$QTUTOR_DATA``, or the ``data/`` folder beside the package (a clone installed with ``pip install -e .``)."""
     return Path(os.environ.get("QTUTOR_DATA") or Path(__file__).resolve().parents[1] / "data")
@@ -67,7 +68,8 @@ def bundled(path: Path) -> Path:
         raise MissingDataError(
             f"{DATA_DIR}: the course's data folder is not there. The bundled digits and the course model ship with "
             "the qtutor repository, not with the installed package: clone the repository and install it with "
-            "`pip install -e .` (`make lab` does), or set QTUTOR_DATA to the data/ folder of a clone.")
+            "`pip install -e .` (`make lab` does), or set QTUTOR_DATA to the data/ folder of a clone."
+        )
     return path
 
 
@@ -87,11 +89,15 @@ def parse_triple(text: str, name: str, *, nonzero: bool = False) -> tuple[float,
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        raise InputError(f"{name}={text!r}: expected a tuple of three numbers such as "
-                         f"\"(0.485, 0.456, 0.406)\"") from None
-    if not isinstance(value, (tuple, list)) or len(value) != 3 or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value):
-        raise InputError(f"{name}={text!r}: expected a tuple of three numbers such as \"(0.485, 0.456, 0.406)\"")
+        raise InputError(
+            f'{name}={text!r}: expected a tuple of three numbers such as "(0.485, 0.456, 0.406)"'
+        ) from None
+    if (
+        not isinstance(value, (tuple, list))
+        or len(value) != 3
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    ):
+        raise InputError(f'{name}={text!r}: expected a tuple of three numbers such as "(0.485, 0.456, 0.406)"')
     if nonzero and any(v == 0 for v in value):
         raise InputError(f"{name}={text!r}: expected three non-zero numbers (Normalize divides by them)")
     return tuple(float(v) for v in value)
@@ -108,24 +114,30 @@ def read_labels(path, classes_number: int) -> dict[int, str]:
     try:
         lines = path.read_text().splitlines()
     except (OSError, UnicodeDecodeError) as error:
-        raise InputError(f"labels file {path}: cannot be read ({error.__class__.__name__}); "
-                         "expected a text file of 'index class_name' lines") from None
+        raise InputError(
+            f"labels file {path}: cannot be read ({error.__class__.__name__}); "
+            "expected a text file of 'index class_name' lines"
+        ) from None
     labels: dict[int, str] = {}
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         index, _, name = line.strip().partition(" ")
         if not index.isdigit() or not name.strip():
-            raise InputError(f"labels file {path}, line {number} {line!r}: expected 'index class_name', "
-                             "for example '0 cat'")
+            raise InputError(
+                f"labels file {path}, line {number} {line!r}: expected 'index class_name', for example '0 cat'"
+            )
         if int(index) in labels:
-            raise InputError(f"labels file {path}, line {number}: index {index} appears twice; "
-                             "expected each index once")
+            raise InputError(
+                f"labels file {path}, line {number}: index {index} appears twice; expected each index once"
+            )
         labels[int(index)] = name.strip()
     missing = [i for i in range(classes_number) if i not in labels]
     if missing:
-        raise InputError(f"labels file {path}: no label for class index {missing[0]}; expected one line for each "
-                         f"of the model's {classes_number} outputs (0 to {classes_number - 1})")
+        raise InputError(
+            f"labels file {path}: no label for class index {missing[0]}; expected one line for each "
+            f"of the model's {classes_number} outputs (0 to {classes_number - 1})"
+        )
     return labels
 
 
@@ -140,8 +152,11 @@ def image_transform(mean, std, image_size: int | None = None, *, augment: bool =
     With ``augment``, a random ``RandomAffine(**AUGMENTATION)`` comes first (training only).
     """
     steps = [transforms.RandomAffine(**AUGMENTATION)] if augment else []
-    steps += [transforms.CenterCrop(ORIGINAL_CROP)] if image_size is None else [
-        transforms.Resize(image_size), transforms.CenterCrop(image_size)]
+    steps += (
+        [transforms.CenterCrop(ORIGINAL_CROP)]
+        if image_size is None
+        else [transforms.Resize(image_size), transforms.CenterCrop(image_size)]
+    )
     return transforms.Compose(steps + [transforms.ToTensor(), transforms.Normalize(mean, std)])
 
 
@@ -177,8 +192,10 @@ def checked_image_folder(root, transform) -> tuple[datasets.ImageFolder, int]:
     try:
         dataset = datasets.ImageFolder(str(root), transform=transform, loader=load_rgb)
     except (FileNotFoundError, RuntimeError) as error:
-        raise InputError(f"dataset folder {root}: no images found ({error}); expected one sub-folder per class "
-                         "holding .png/.jpg files") from None
+        raise InputError(
+            f"dataset folder {root}: no images found ({error}); expected one sub-folder per class "
+            "holding .png/.jpg files"
+        ) from None
     readable = [(path, target) for path, target in dataset.samples if _readable(path)]
     skipped = len(dataset.samples) - len(readable)
     if not readable:
@@ -225,8 +242,9 @@ class ImageData:
             dataset = torch.utils.data.Subset(dataset, list(subset))
         return DataLoader(dataset, batch_size=batch_size)
 
-    def calibration_loader(self, batch_size: int = 4, seed: int = 0, split: str = "train",
-                           subset: int | None = None) -> DataLoader:
+    def calibration_loader(
+        self, batch_size: int = 4, seed: int = 0, split: str = "train", subset: int | None = None
+    ) -> DataLoader:
         """The training split shuffled in an order fixed by ``seed``: batch after batch for calibration.
 
         With ``subset``, only that many images (the first of the shuffled order), the same ones every call.

@@ -53,8 +53,7 @@ __all__ = [
 ]
 
 # The runtimes and their tools, pinned in pyproject.toml and environment.yml (checked beside torch 2.14.1).
-PACKAGES = {"onnx": "1.23.2", "onnxscript": "0.7.2", "onnxruntime": "1.32.0", "openvino": "2026.4.1",
-            "nncf": "3.4.0"}
+PACKAGES = {"onnx": "1.23.2", "onnxscript": "0.7.2", "onnxruntime": "1.32.0", "openvino": "2026.4.1", "nncf": "3.4.0"}
 
 
 def require(*packages: str) -> None:
@@ -62,8 +61,10 @@ def require(*packages: str) -> None:
     missing = [name for name in packages or PACKAGES if importlib.util.find_spec(name) is None]
     if missing:
         pins = " ".join(f"{name}=={PACKAGES[name]}" for name in missing)
-        raise InputError(f"{', '.join(missing)} not installed; the deployment runtimes need them: "
-                         f"pip install {pins} (or run `make lab`, which installs the course's pinned environment)")
+        raise InputError(
+            f"{', '.join(missing)} not installed; the deployment runtimes need them: "
+            f"pip install {pins} (or run `make lab`, which installs the course's pinned environment)"
+        )
 
 
 # ONNX export ------------------------------------------------------------------------------------------------
@@ -81,8 +82,9 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, path) -> None:
         raise ValueError(f"example of shape {tuple(example.shape)}: expected a batch of at least 2 images (N, C, H, W)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(model.eval(), (example,), dynamo=True, verbose=False,
-                                    dynamic_shapes=({0: torch.export.Dim("batch")},))
+        program = torch.onnx.export(
+            model.eval(), (example,), dynamo=True, verbose=False, dynamic_shapes=({0: torch.export.Dim("batch")},)
+        )
     save_atomically(lambda temporary: program.save(temporary, external_data=False), Path(path))
 
 
@@ -114,8 +116,9 @@ def _reader(batches: list[torch.Tensor], input_name: str):
     return Reader()
 
 
-def quantize_onnx(fp32_path, int8_path, batches: list[torch.Tensor], *, per_channel: bool = True,
-                  activations: str = "uint8") -> None:
+def quantize_onnx(
+    fp32_path, int8_path, batches: list[torch.Tensor], *, per_channel: bool = True, activations: str = "uint8"
+) -> None:
     """ONNX Runtime's ``quantize_static``: QDQ format, min-max calibration on ``batches``; written atomically.
 
     Weights are signed INT8, symmetric (codes -127..127), per output channel by default; activations are
@@ -136,9 +139,16 @@ def quantize_onnx(fp32_path, int8_path, batches: list[torch.Tensor], *, per_chan
         # ONNX Runtime's pre-processing (quant_pre_process) changes no node, so the warning is left out.
         logging.disable(logging.WARNING)
         try:
-            quantize_static(str(fp32_path), temporary, _reader(batches, input_name), quant_format=QuantFormat.QDQ,
-                            per_channel=per_channel, activation_type=types[activations],
-                            weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+            quantize_static(
+                str(fp32_path),
+                temporary,
+                _reader(batches, input_name),
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                activation_type=types[activations],
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+            )
         finally:
             logging.disable(logging.NOTSET)
 
@@ -171,8 +181,9 @@ class OnnxRuntimeModel:
         import onnxruntime as ort
 
         self.path = Path(path)
-        self.session = ort.InferenceSession(str(self.path), _session_options(threads, config),
-                                            providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(
+            str(self.path), _session_options(threads, config), providers=["CPUExecutionProvider"]
+        )
         self.input = self.session.get_inputs()[0]
 
     @property
@@ -198,8 +209,10 @@ def load_onnx(path, *, threads: int | None = None) -> OnnxRuntimeModel:
     try:
         return OnnxRuntimeModel(path, threads=threads)
     except Exception as error:  # onnxruntime raises its own Fail/InvalidGraph/InvalidProtobuf types
-        raise InputError(f"ONNX file {path}: not an ONNX model ONNX Runtime can load ({error.__class__.__name__}); "
-                         "expected an .onnx model (qtutor --task export writes one)") from None
+        raise InputError(
+            f"ONNX file {path}: not an ONNX model ONNX Runtime can load ({error.__class__.__name__}); "
+            "expected an .onnx model (qtutor --task export writes one)"
+        ) from None
 
 
 def optimized_op_types(path, *, config: dict | None = None) -> collections.Counter:
@@ -329,8 +342,9 @@ class OpenVinoModel:
         config = {"INFERENCE_NUM_THREADS": threads or torch.get_num_threads()}
         if precision is not None:
             config["INFERENCE_PRECISION_HINT"] = precision
-        self.compiled = ov.Core().compile_model(model if not isinstance(model, (str, Path)) else str(model), "CPU",
-                                                config)
+        self.compiled = ov.Core().compile_model(
+            model if not isinstance(model, (str, Path)) else str(model), "CPU", config
+        )
         self.request = self.compiled.create_infer_request()
 
     def eval(self) -> OpenVinoModel:
@@ -344,8 +358,10 @@ class OpenVinoModel:
 def runtime_op_types(model: OpenVinoModel) -> collections.Counter:
     """How many layers of each (type, precision) the CPU plugin runs after compiling: its executable graph."""
     operations = model.compiled.get_runtime_model().get_ops()
-    return collections.Counter((op.get_rt_info()["layerType"].astype(str),
-                                op.get_rt_info()["runtimePrecision"].astype(str)) for op in operations)
+    return collections.Counter(
+        (op.get_rt_info()["layerType"].astype(str), op.get_rt_info()["runtimePrecision"].astype(str))
+        for op in operations
+    )
 
 
 # One layer's quantization parameters in each form ---------------------------------------------------------
@@ -401,9 +417,12 @@ def fx_qparams(converted: torch.fx.GraphModule, prepared: torch.fx.GraphModule, 
     outgoing = prepared.get_submodule(outgoing.target)
     scale, zero_point = _producer_qparams(converted, node.args[0])
     weight = module.weight()
-    return LayerQParams(QParams(scale, zero_point, incoming.quant_min, incoming.quant_max),
-                        QParams(float(module.scale), int(module.zero_point), outgoing.quant_min, outgoing.quant_max),
-                        weight.q_per_channel_scales().float(), weight.q_per_channel_zero_points())
+    return LayerQParams(
+        QParams(scale, zero_point, incoming.quant_min, incoming.quant_max),
+        QParams(float(module.scale), int(module.zero_point), outgoing.quant_min, outgoing.quant_max),
+        weight.q_per_channel_scales().float(),
+        weight.q_per_channel_zero_points(),
+    )
 
 
 def _code_range(dtype) -> tuple[int, int]:
@@ -426,11 +445,18 @@ def onnx_qparams(path, layer: str) -> LayerQParams:
     graph = onnx.load(str(path)).graph
     constants = {tensor.name: numpy_helper.to_array(tensor) for tensor in graph.initializer}
     producers = {output: node for node in graph.node for output in node.output}
-    weight_dq = next((n for n in graph.node if n.op_type == "DequantizeLinear"
-                      and n.input[0] in (f"{layer}.weight_quantized", f"{layer}.weight")), None)
+    weight_dq = next(
+        (
+            n
+            for n in graph.node
+            if n.op_type == "DequantizeLinear" and n.input[0] in (f"{layer}.weight_quantized", f"{layer}.weight")
+        ),
+        None,
+    )
     if weight_dq is None:
-        raise ValueError(f"layer {layer!r}: {path} has no quantized weight {layer}.weight; expected a QDQ model "
-                         "from quantize_onnx")
+        raise ValueError(
+            f"layer {layer!r}: {path} has no quantized weight {layer}.weight; expected a QDQ model from quantize_onnx"
+        )
     target = next(n for n in graph.node if weight_dq.output[0] in n.input)
     quantize = next(n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] == target.output[0])
 
@@ -438,9 +464,12 @@ def onnx_qparams(path, layer: str) -> LayerQParams:
         zero_point = constants[node.input[2]]
         return QParams(float(constants[node.input[1]]), int(zero_point), *_code_range(zero_point.dtype))
 
-    return LayerQParams(activation(producers[target.input[0]]), activation(quantize),
-                        torch.from_numpy(constants[weight_dq.input[1]].astype("float32")),
-                        torch.from_numpy(constants[weight_dq.input[2]].astype("int32")))
+    return LayerQParams(
+        activation(producers[target.input[0]]),
+        activation(quantize),
+        torch.from_numpy(constants[weight_dq.input[1]].astype("float32")),
+        torch.from_numpy(constants[weight_dq.input[2]].astype("int32")),
+    )
 
 
 def _fake_quantize_qparams(node) -> QParams:
@@ -466,11 +495,21 @@ def openvino_qparams(model, layer: str, onnx_path) -> LayerQParams:
     if name is None or operation is None:
         raise ValueError(f"layer {layer!r}: not found in {onnx_path} and the OpenVINO model converted from it")
     fake_quantize = operation.input_value(0).get_node()
-    output = next((t.get_node() for t in operation.output(0).get_target_inputs()
-                   if t.get_node().get_type_name() == "FakeQuantize"), None)
+    output = next(
+        (
+            t.get_node()
+            for t in operation.output(0).get_target_inputs()
+            if t.get_node().get_type_name() == "FakeQuantize"
+        ),
+        None,
+    )
     multiply = operation.input_value(1).get_node()
     if fake_quantize.get_type_name() != "FakeQuantize" or output is None or multiply.get_type_name() != "Multiply":
         raise ValueError(f"layer {layer!r}: its convolution is not quantized (expected a model from quantize_openvino)")
     scales = torch.from_numpy(multiply.input_value(1).get_node().get_data().reshape(-1).copy()).float()
-    return LayerQParams(_fake_quantize_qparams(fake_quantize), _fake_quantize_qparams(output), scales,
-                        torch.zeros(len(scales), dtype=torch.int32))
+    return LayerQParams(
+        _fake_quantize_qparams(fake_quantize),
+        _fake_quantize_qparams(output),
+        scales,
+        torch.zeros(len(scales), dtype=torch.int32),
+    )

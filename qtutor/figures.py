@@ -56,21 +56,27 @@ def _percent(fraction: float) -> str:
 
 def describe_format(stats: dict) -> str:
     """The format explorer's readout (notebook 00)."""
-    return (f"stored as {stats['stored']!r}  ·  absolute error {stats['abs_error']:.3g}  ·  "
-            f"relative error {_percent(stats['rel_error'])}")
+    return (
+        f"stored as {stats['stored']!r}  ·  absolute error {stats['abs_error']:.3g}  ·  "
+        f"relative error {_percent(stats['rel_error'])}"
+    )
 
 
 def describe_uniform(stats: dict) -> str:
     """The uniform explorer's readout (notebook 01)."""
-    return (f"scale {stats['scale']:.4g}  ·  zero-point {stats['zero_point']}  ·  MSE {stats['mse']:.4g}  ·  "
-            f"SQNR {stats['sqnr_db']:.1f} dB  ·  {_percent(stats['clipped'])} of values clipped")
+    return (
+        f"scale {stats['scale']:.4g}  ·  zero-point {stats['zero_point']}  ·  MSE {stats['mse']:.4g}  ·  "
+        f"SQNR {stats['sqnr_db']:.1f} dB  ·  {_percent(stats['clipped'])} of values clipped"
+    )
 
 
 def describe_clipping(stats: dict) -> str:
     """The clipping explorer's readout (notebook 02)."""
-    return (f"clip at ±{stats['clip']:.3g}  ·  clipping MSE {stats['clipping']:.3g} + rounding MSE "
-            f"{stats['rounding']:.3g} = {stats['total']:.3g}  ·  {_percent(stats['clipped_fraction'])} of values "
-            "clipped")
+    return (
+        f"clip at ±{stats['clip']:.3g}  ·  clipping MSE {stats['clipping']:.3g} + rounding MSE "
+        f"{stats['rounding']:.3g} = {stats['total']:.3g}  ·  {_percent(stats['clipped_fraction'])} of values "
+        "clipped"
+    )
 
 
 def describe_method(stats: dict) -> str:
@@ -80,9 +86,11 @@ def describe_method(stats: dict) -> str:
 
 def describe_requantize(stats: dict) -> str:
     """The requantization explorer's readout (notebook 05)."""
-    return (f"m0 keeps {stats['mantissa_bits']} significant bits  ·  multiplier off by "
-            f"{_percent(stats['multiplier_rel_error'])}  ·  {_percent(stats['outputs_changed'])} of outputs change, "
-            f"by at most {stats['max_change']} code{'s' if stats['max_change'] != 1 else ''}")
+    return (
+        f"m0 keeps {stats['mantissa_bits']} significant bits  ·  multiplier off by "
+        f"{_percent(stats['multiplier_rel_error'])}  ·  {_percent(stats['outputs_changed'])} of outputs change, "
+        f"by at most {stats['max_change']} code{'s' if stats['max_change'] != 1 else ''}"
+    )
 
 
 def format_figure(value: float = 0.1, format_name: str = "FP16"):
@@ -105,8 +113,9 @@ def format_figure(value: float = 0.1, format_name: str = "FP16"):
     return figure, stats
 
 
-def uniform_figure(x, *, bits: int = 8, low: float = -1.0, high: float = 1.0, zero_point: int | None = None,
-                   signed: bool = False):
+def uniform_figure(
+    x, *, bits: int = 8, low: float = -1.0, high: float = 1.0, zero_point: int | None = None, signed: bool = False
+):
     """Quantize ``x`` over ``[low, high]`` at ``bits``; draw histogram + levels and the error (notebook 01).
 
     ``zero_point`` overrides the one :func:`qtutor.qparams` derives (clamped
@@ -247,8 +256,7 @@ def layer_figure(activations: dict, layers: list[dict], *, layer: str):
     x_hat = dequantize(codes, scale, zero_point)
     used = torch.unique(codes)
     figure, (left, right) = new_figure(10, 3.2, ncols=2)
-    left.axvspan(levels[0].item(), levels[-1].item(), color=PALETTE["levels"], alpha=0.12,
-                 label=f"codes {low}..{high}")
+    left.axvspan(levels[0].item(), levels[-1].item(), color=PALETTE["levels"], alpha=0.12, label=f"codes {low}..{high}")
     left.hist(x.numpy(), bins=120, color=PALETTE["values"])
     left.set_yscale("log")
     left.set_title(f"{layer} ({row['kind']})", fontsize=10)
@@ -259,11 +267,17 @@ def layer_figure(activations: dict, layers: list[dict], *, layer: str):
     right.set_yscale("log")
     right.set_xlabel(f"code ({low}..{high})")
     right.set_ylabel("count")
-    right.set_title(f"scale {scale:.4g}, zero-point {zero_point}: {len(used)} of {high - low + 1} codes used",
-                    fontsize=10)
-    stats = {"scale": scale, "zero_point": zero_point, "codes": high - low + 1, "codes_used": len(used),
-             "sqnr_db": sqnr_db(x, x_hat),
-             "clipped": grid_errors(x, scale, zero_point, bits=bits, signed=signed)["clipped_fraction"]}
+    right.set_title(
+        f"scale {scale:.4g}, zero-point {zero_point}: {len(used)} of {high - low + 1} codes used", fontsize=10
+    )
+    stats = {
+        "scale": scale,
+        "zero_point": zero_point,
+        "codes": high - low + 1,
+        "codes_used": len(used),
+        "sqnr_db": sqnr_db(x, x_hat),
+        "clipped": grid_errors(x, scale, zero_point, bits=bits, signed=signed)["clipped_fraction"],
+    }
     return figure, stats
 
 
@@ -287,8 +301,11 @@ def precision_figure(outputs: dict, *, variant: str, reference: str = "FP32"):
     right.scatter(base.flatten().numpy(), other.flatten().numpy(), s=4, color=PALETTE["main"])
     right.set_xlabel(f"{reference} logit")
     right.set_ylabel(f"{variant} logit")
-    stats = {"max_abs_diff": difference.abs().max().item(), "mean_abs_diff": difference.abs().mean().item(),
-             "top1_agreement": (other.argmax(1) == base.argmax(1)).float().mean().item()}
+    stats = {
+        "max_abs_diff": difference.abs().max().item(),
+        "mean_abs_diff": difference.abs().mean().item(),
+        "top1_agreement": (other.argmax(1) == base.argmax(1)).float().mean().item(),
+    }
     right.set_title(f"top-1 agreement {stats['top1_agreement']:.1%}", fontsize=10)
     return figure, stats
 
@@ -314,15 +331,20 @@ def ste_figure(*, bits: int = 3, high: float = 1.0):
     left.set_xlabel("input x")
     left.set_ylabel("fake_quantize(x)")
     left.legend(fontsize=8)
-    left.set_title(f"forward: {bits} bits, levels {low_level:.2f} .. {high_level:.2f} (range ±{high:.2f})",
-                   fontsize=10)
+    left.set_title(f"forward: {bits} bits, levels {low_level:.2f} .. {high_level:.2f} (range ±{high:.2f})", fontsize=10)
     right.plot(x.detach().numpy(), x.grad.numpy(), color=PALETTE["change"])
     right.set_ylim(-0.1, 1.1)
     right.set_xlabel("input x")
     right.set_ylabel("gradient passed back")
     right.set_title("backward: straight-through inside the range, zero where clamped", fontsize=10)
-    stats = {"bits": bits, "scale": scale.item(), "lowest_level": low_level, "highest_level": high_level,
-             "gradient_passes": x.grad.mean().item(), "levels": len(torch.unique(y.detach()))}
+    stats = {
+        "bits": bits,
+        "scale": scale.item(),
+        "lowest_level": low_level,
+        "highest_level": high_level,
+        "gradient_passes": x.grad.mean().item(),
+        "levels": len(torch.unique(y.detach())),
+    }
     return figure, stats
 
 
@@ -348,8 +370,10 @@ def smoothquant_figure(x, weight, channels, *, outlier_size: float = 50.0, alpha
     plain = sqnr_db(reference, _smoothed_w8a8(x, weight, None)[2])
     x_smooth, w_smooth, output = _smoothed_w8a8(x, weight, alpha)
     figure, (left, middle, right) = new_figure(12, 3.2, ncols=3)
-    for ax, before, after, name in ((left, x, x_smooth, "activations max|X_j|"),
-                                    (middle, weight, w_smooth, "weights max|W_j|")):
+    for ax, before, after, name in (
+        (left, x, x_smooth, "activations max|X_j|"),
+        (middle, weight, w_smooth, "weights max|W_j|"),
+    ):
         ax.plot(before.abs().amax(dim=0).numpy(), color=PALETTE["before"], linewidth=0.8, label="before")
         ax.plot(after.abs().amax(dim=0).numpy(), color=PALETTE["change"], linewidth=0.8, label=f"alpha {alpha:.2f}")
         ax.set_yscale("log")
@@ -363,8 +387,12 @@ def smoothquant_figure(x, weight, channels, *, outlier_size: float = 50.0, alpha
     right.set_ylabel("W8A8 output SQNR (dB)")
     right.set_title(f"outliers {outlier_size:g}x: output error", fontsize=10)
     right.legend(fontsize=8)
-    stats = {"act_max": x_smooth.abs().max().item(), "weight_max": w_smooth.abs().max().item(),
-             "sqnr_db": sqnr_db(reference, output), "sqnr_db_unsmoothed": plain}
+    stats = {
+        "act_max": x_smooth.abs().max().item(),
+        "weight_max": w_smooth.abs().max().item(),
+        "sqnr_db": sqnr_db(reference, output),
+        "sqnr_db_unsmoothed": plain,
+    }
     return figure, stats
 
 
@@ -407,6 +435,8 @@ def qparams_figure(forms: dict, *, layer: str):
 
 def describe_qparams(stats: dict) -> str:
     """One line per form: input and output scale and zero-point, weight scales against the first form's."""
-    return "  |  ".join(f"{name}: input {s['input'].scale:.4g}/{s['input'].zero_point}, output "
-                        f"{s['output'].scale:.4g}/{s['output'].zero_point}, weights x{s['weight_scale_ratio']:.4f}"
-                        for name, s in stats.items())
+    return "  |  ".join(
+        f"{name}: input {s['input'].scale:.4g}/{s['input'].zero_point}, output "
+        f"{s['output'].scale:.4g}/{s['output'].zero_point}, weights x{s['weight_scale_ratio']:.4f}"
+        for name, s in stats.items()
+    )

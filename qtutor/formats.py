@@ -11,8 +11,19 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["FORMATS", "FP8_FORMATS", "float_layout", "bit_fields", "dtype_facts", "memory_mb", "model_memory",
-           "fp8_decode", "fp8_levels", "fp8_encode", "fp8_table"]
+__all__ = [
+    "FORMATS",
+    "FP8_FORMATS",
+    "float_layout",
+    "bit_fields",
+    "dtype_facts",
+    "memory_mb",
+    "model_memory",
+    "fp8_decode",
+    "fp8_levels",
+    "fp8_encode",
+    "fp8_table",
+]
 
 # The formats the course compares, in the order notebook 00 shows them.
 FORMATS = {
@@ -71,12 +82,19 @@ def dtype_facts() -> list[dict]:
     for name, dtype in FORMATS.items():
         if dtype.is_floating_point:
             info = torch.finfo(dtype)
-            rows.append(dict(format=name, bits=info.bits, min=info.min, max=info.max,
-                             smallest_normal=info.smallest_normal, eps=info.eps))
+            rows.append(
+                dict(
+                    format=name,
+                    bits=info.bits,
+                    min=info.min,
+                    max=info.max,
+                    smallest_normal=info.smallest_normal,
+                    eps=info.eps,
+                )
+            )
         else:
             info = torch.iinfo(dtype)
-            rows.append(dict(format=name, bits=info.bits, min=info.min, max=info.max,
-                             smallest_normal=None, eps=1))
+            rows.append(dict(format=name, bits=info.bits, min=info.min, max=info.max, smallest_normal=None, eps=1))
     return rows
 
 
@@ -120,8 +138,11 @@ def fp8_decode(codes, name: str = "E4M3") -> torch.Tensor:
     """
     exponent_bits, mantissa_bits, bias = _fp8_fields(name)
     codes = torch.as_tensor(codes)
-    if codes.is_floating_point() or codes.dtype == torch.bool or (codes.numel() and (
-            codes.min() < 0 or codes.max() > 255)):
+    if (
+        codes.is_floating_point()
+        or codes.dtype == torch.bool
+        or (codes.numel() and (codes.min() < 0 or codes.max() > 255))
+    ):
         raise ValueError(f"codes: expected integers from 0 to 255 (one byte each), got dtype {codes.dtype}")
     codes = codes.to(torch.int64)
     sign = torch.where(codes >> 7 == 1, -1.0, 1.0)
@@ -173,7 +194,18 @@ def fp8_table() -> list[dict]:
     for name, dtype in FP8_FORMATS.items():
         exponent, mantissa, bias = _fp8_fields(name)
         info, levels = torch.finfo(dtype), fp8_levels(name)
-        rows.append(dict(format=name, dtype=str(dtype).replace("torch.", ""), exponent_bits=exponent,
-                         mantissa_bits=mantissa, bias=bias, max=info.max, smallest_normal=info.smallest_normal,
-                         smallest_subnormal=levels[1].item(), finite_values=2 * len(levels) - 1, eps=info.eps))
+        rows.append(
+            dict(
+                format=name,
+                dtype=str(dtype).replace("torch.", ""),
+                exponent_bits=exponent,
+                mantissa_bits=mantissa,
+                bias=bias,
+                max=info.max,
+                smallest_normal=info.smallest_normal,
+                smallest_subnormal=levels[1].item(),
+                finite_values=2 * len(levels) - 1,
+                eps=info.eps,
+            )
+        )
     return rows

@@ -61,8 +61,7 @@ def describe_cpu() -> str:
     """One line: the CPU's name and which of the extensions it has and lacks."""
     have = extensions()
     lacks = [name for name in EXTENSIONS if name not in have]
-    return (f"{cpu_name()}: has {', '.join(have) or 'none of the listed extensions'}; "
-            f"lacks {', '.join(lacks) or 'none'}")
+    return f"{cpu_name()}: has {', '.join(have) or 'none of the listed extensions'}; lacks {', '.join(lacks) or 'none'}"
 
 
 def cache_sizes() -> dict[str, int]:

@@ -125,8 +125,16 @@ def _per_channel(param: torch.Tensor, acc: torch.Tensor, channel_axis: int) -> t
     return param.reshape(())
 
 
-def requantize(acc: torch.Tensor, multiplier, zero_point: int, *, qmin: int = 0, qmax: int = 255,
-               channel_axis: int = -1, mantissa_bits: int = 31) -> torch.Tensor:
+def requantize(
+    acc: torch.Tensor,
+    multiplier,
+    zero_point: int,
+    *,
+    qmin: int = 0,
+    qmax: int = 255,
+    channel_axis: int = -1,
+    mantissa_bits: int = 31,
+) -> torch.Tensor:
     """int32 accumulators to output codes with gemmlowp/TFLite's fixed-point arithmetic: integers only.
 
     ``M`` (float32, below 1) becomes ``m0 * 2**-shift`` with ``m0`` in
@@ -147,8 +155,9 @@ def requantize(acc: torch.Tensor, multiplier, zero_point: int, *, qmin: int = 0,
     return (scaled + zero_point).clamp(qmin, qmax).to(_output_dtype(qmin, qmax))
 
 
-def requantize_float32(acc: torch.Tensor, multiplier, zero_point: int, *, qmin: int = 0, qmax: int = 255,
-                       channel_axis: int = -1) -> torch.Tensor:
+def requantize_float32(
+    acc: torch.Tensor, multiplier, zero_point: int, *, qmin: int = 0, qmax: int = 255, channel_axis: int = -1
+) -> torch.Tensor:
     """int32 accumulators to output codes as PyTorch's ``qnnpack`` engine does it: in float32.
 
     ``round(float32(acc) * float32(M))``, rounding half to even (the kernels'
@@ -193,8 +202,9 @@ def _requantizer(name: str):
     return _REQUANTIZERS[name]
 
 
-def int_linear(x_q, x_zero_point, w_q, w_zero_point, bias_q, multiplier, y_zero_point, *,
-               requantizer: str = "float32") -> torch.Tensor:
+def int_linear(
+    x_q, x_zero_point, w_q, w_zero_point, bias_q, multiplier, y_zero_point, *, requantizer: str = "float32"
+) -> torch.Tensor:
     """A quantized linear layer in integers up to the accumulator: uint8 activations, int8 weights, uint8 output.
 
     ``w_zero_point`` and ``multiplier`` may be per output channel (vectors).
@@ -208,8 +218,9 @@ def int_linear(x_q, x_zero_point, w_q, w_zero_point, bias_q, multiplier, y_zero_
     return requantize_with(acc, multiplier, int(y_zero_point), channel_axis=-1)
 
 
-def conv2d_accumulators(x_q, x_zero_point, w_q, w_zero_point, bias_q, *, stride=1, padding=0,
-                        dilation=1) -> torch.Tensor:
+def conv2d_accumulators(
+    x_q, x_zero_point, w_q, w_zero_point, bias_q, *, stride=1, padding=0, dilation=1
+) -> torch.Tensor:
     """The int32 accumulators (as int64, NCHW) of a quantized convolution: patches times weights plus bias.
 
     Padding adds the input's zero-point, i.e. a real 0. Introduced in notebook 05.
@@ -218,8 +229,9 @@ def conv2d_accumulators(x_q, x_zero_point, w_q, w_zero_point, bias_q, *, stride=
     out_channels, _, kernel_h, kernel_w = w_q.shape
     x = x_q.to(torch.int64) - int(x_zero_point)
     # unfold only moves values around (float64 holds every int8 difference exactly); the products are integers.
-    patches = F.unfold(x.to(torch.float64), (kernel_h, kernel_w), dilation=dilation, padding=padding,
-                       stride=stride).to(torch.int64)
+    patches = F.unfold(x.to(torch.float64), (kernel_h, kernel_w), dilation=dilation, padding=padding, stride=stride).to(
+        torch.int64
+    )
     w = w_q.to(torch.int64) - torch.as_tensor(w_zero_point, dtype=torch.int64).reshape(-1, 1, 1, 1)
     acc = _check_int32(w.reshape(out_channels, -1) @ patches + bias_q.to(torch.int64).reshape(-1, 1))
     stride_h, stride_w = (stride, stride) if isinstance(stride, int) else stride
@@ -230,14 +242,28 @@ def conv2d_accumulators(x_q, x_zero_point, w_q, w_zero_point, bias_q, *, stride=
     return acc.reshape(batch, out_channels, out_h, out_w)
 
 
-def int_conv2d(x_q, x_zero_point, w_q, w_zero_point, bias_q, multiplier, y_zero_point, *,
-               stride=1, padding=0, dilation=1, groups: int = 1, requantizer: str = "float32") -> torch.Tensor:
+def int_conv2d(
+    x_q,
+    x_zero_point,
+    w_q,
+    w_zero_point,
+    bias_q,
+    multiplier,
+    y_zero_point,
+    *,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups: int = 1,
+    requantizer: str = "float32",
+) -> torch.Tensor:
     """A quantized 2-D convolution (NCHW): :func:`conv2d_accumulators`, then requantized as in :func:`int_linear`."""
     if groups != 1:
         raise ValueError(f"groups={groups}: only groups=1 is implemented")
     requantize_with = _requantizer(requantizer)
-    acc = conv2d_accumulators(x_q, x_zero_point, w_q, w_zero_point, bias_q, stride=stride, padding=padding,
-                              dilation=dilation)
+    acc = conv2d_accumulators(
+        x_q, x_zero_point, w_q, w_zero_point, bias_q, stride=stride, padding=padding, dilation=dilation
+    )
     return requantize_with(acc, multiplier, int(y_zero_point), channel_axis=1)
 
 
@@ -292,8 +318,14 @@ def quantize_module(float_module, calibration: torch.Tensor):
     if isinstance(float_module, torch.nn.Linear):
         module = nnq.Linear(float_module.in_features, float_module.out_features)
     else:
-        module = nnq.Conv2d(float_module.in_channels, float_module.out_channels, float_module.kernel_size,
-                            stride=float_module.stride, padding=float_module.padding, dilation=float_module.dilation)
+        module = nnq.Conv2d(
+            float_module.in_channels,
+            float_module.out_channels,
+            float_module.kernel_size,
+            stride=float_module.stride,
+            padding=float_module.padding,
+            dilation=float_module.dilation,
+        )
     q_weight = torch.quantize_per_channel(weight, w_scales.double(), w_zero_points, 0, torch.qint8)
     module.set_weight_bias(q_weight, None if float_module.bias is None else float_module.bias.detach())
     module.scale, module.zero_point = y_scale.item(), int(y_zero_point)

@@ -63,12 +63,15 @@ def _matrix(x, name: str) -> torch.Tensor:
 
 def _check_pair(x: torch.Tensor, weight: torch.Tensor) -> None:
     if x.shape[1] != weight.shape[1]:
-        raise ValueError(f"x has {x.shape[1]} input channels but weight {tuple(weight.shape)} expects "
-                         f"{weight.shape[1]}: expected x [tokens, in_features] and weight [out_features, in_features]")
+        raise ValueError(
+            f"x has {x.shape[1]} input channels but weight {tuple(weight.shape)} expects "
+            f"{weight.shape[1]}: expected x [tokens, in_features] and weight [out_features, in_features]"
+        )
 
 
-def outlier_activations(tokens: int = 256, channels: int = 512, *, outliers: int = 4, size: float = 50.0,
-                        seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def outlier_activations(
+    tokens: int = 256, channels: int = 512, *, outliers: int = 4, size: float = 50.0, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Toy activations ``[tokens, channels]``: standard normal, with ``outliers`` channels multiplied by ``size``.
 
     The outliers are injected, in a few fixed channels and every token, which is where the LLM.int8() and
@@ -110,8 +113,9 @@ def w8a8_linear(x, weight, bias=None, *, act_axis: int | None = None, bits: int 
     """
     x, weight = _matrix(x, "x"), _matrix(weight, "weight")
     _check_pair(x, weight)
-    return F.linear(absmax_fake_quantize(x, bits=bits, axis=act_axis),
-                    absmax_fake_quantize(weight, bits=bits, axis=0), bias)
+    return F.linear(
+        absmax_fake_quantize(x, bits=bits, axis=act_axis), absmax_fake_quantize(weight, bits=bits, axis=0), bias
+    )
 
 
 def outlier_columns(x, threshold: float = 6.0) -> torch.Tensor:
@@ -151,8 +155,10 @@ def smoothing_factors(act_absmax, weight, alpha: float = 0.5) -> torch.Tensor:
     weight = _matrix(weight, "weight")
     act_absmax = torch.as_tensor(act_absmax, dtype=torch.float32)
     if act_absmax.shape != (weight.shape[1],) or (act_absmax < 0).any():
-        raise ValueError(f"act_absmax of shape {tuple(act_absmax.shape)}: expected {weight.shape[1]} "
-                         "non-negative values, one max|X_j| per input channel")
+        raise ValueError(
+            f"act_absmax of shape {tuple(act_absmax.shape)}: expected {weight.shape[1]} "
+            "non-negative values, one max|X_j| per input channel"
+        )
     if not 0 <= alpha <= 1:
         raise ValueError(f"alpha={alpha!r}: expected a migration strength from 0 to 1")
     weight_absmax = weight.abs().amax(dim=0).clamp(min=1e-5)
@@ -212,8 +218,16 @@ class QuantLinear(torch.nn.Module):
     :meth:`from_linear`.
     """
 
-    def __init__(self, packed: torch.Tensor, scales: torch.Tensor, bias: torch.Tensor | None, *,
-                 in_features: int, group_size: int, bits: int = 4):
+    def __init__(
+        self,
+        packed: torch.Tensor,
+        scales: torch.Tensor,
+        bias: torch.Tensor | None,
+        *,
+        in_features: int,
+        group_size: int,
+        bits: int = 4,
+    ):
         super().__init__()
         self.in_features, self.out_features = in_features, scales.shape[0]
         self.group_size, self.bits = group_size, bits
@@ -233,8 +247,14 @@ class QuantLinear(torch.nn.Module):
         codes = quantize(groups, scale.float(), 0, bits=bits, signed=True, axis=0)
         codes = codes.reshape(linear.out_features, -1)[:, : linear.in_features]  # the padding is not stored
         bias = None if linear.bias is None else linear.bias.detach().clone()
-        return cls(pack(codes, bits, signed=True), scale.reshape(linear.out_features, -1), bias,
-                   in_features=linear.in_features, group_size=size, bits=bits)
+        return cls(
+            pack(codes, bits, signed=True),
+            scale.reshape(linear.out_features, -1),
+            bias,
+            in_features=linear.in_features,
+            group_size=size,
+            bits=bits,
+        )
 
     def codes(self) -> torch.Tensor:
         """The signed integer codes, ``[out_features, in_features]``."""
@@ -252,8 +272,10 @@ class QuantLinear(torch.nn.Module):
         return F.linear(x, self.dequantized_weight(), self.bias)
 
     def extra_repr(self) -> str:
-        return (f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, "
-                f"group_size={self.group_size}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, "
+            f"group_size={self.group_size}"
+        )
 
 
 def quantize_linears(model: torch.nn.Module, group_size: int | None = 128, *, bits: int = 4) -> torch.nn.Module:

@@ -116,14 +116,19 @@ def kl_divergence(reference: Outputs, other: Outputs) -> float:
 
 def _same_images(reference: Outputs, other: Outputs) -> None:
     if reference.logits.shape != other.logits.shape or not torch.equal(reference.targets, other.targets):
-        raise ValueError(f"outputs of shape {tuple(reference.logits.shape)} and {tuple(other.logits.shape)}: "
-                         "expected both models' outputs on the same images in the same order")
+        raise ValueError(
+            f"outputs of shape {tuple(reference.logits.shape)} and {tuple(other.logits.shape)}: "
+            "expected both models' outputs on the same images in the same order"
+        )
 
 
 def compare(reference: Outputs, other: Outputs) -> dict:
     """One table row: ``other``'s accuracy (with interval), its agreement with ``reference``, and the KL from it."""
-    return {"accuracy": accuracy(other), "agreement": agreement(reference, other),
-            "KL": kl_divergence(reference, other)}
+    return {
+        "accuracy": accuracy(other),
+        "agreement": agreement(reference, other),
+        "KL": kl_divergence(reference, other),
+    }
 
 
 def _sqnr_rows(results: dict, key: str) -> list[dict]:
@@ -138,9 +143,13 @@ def _sqnr_rows(results: dict, key: str) -> list[dict]:
         for entries in result["node_output"].values():
             for entry in entries:
                 if entry.get(key):
-                    rows.append({"layer": entry["fqn"] or entry["ref_node_name"],
-                                 "kind": entry["ref_node_target_type"].rsplit(".", 1)[-1],
-                                 "sqnr_db": float(torch.stack([torch.as_tensor(v) for v in entry[key]]).mean())})
+                    rows.append(
+                        {
+                            "layer": entry["fqn"] or entry["ref_node_name"],
+                            "kind": entry["ref_node_target_type"].rsplit(".", 1)[-1],
+                            "sqnr_db": float(torch.stack([torch.as_tensor(v) for v in entry[key]]).mean()),
+                        }
+                    )
     return rows
 
 
@@ -166,8 +175,13 @@ def layer_sqnr(prepared: torch.nn.Module, converted: torch.nn.Module, images: to
 
 
 @torch.no_grad()
-def layer_sensitivity(model: torch.nn.Module, example_inputs: tuple, calibration: list[torch.Tensor],
-                      images: torch.Tensor, qconfig_mapping=None) -> list[dict]:
+def layer_sensitivity(
+    model: torch.nn.Module,
+    example_inputs: tuple,
+    calibration: list[torch.Tensor],
+    images: torch.Tensor,
+    qconfig_mapping=None,
+) -> list[dict]:
     """Each layer's own quantization error: SQNR (dB) of its INT8 copy fed the FP32 model's input to it.
 
     PyTorch's numeric suite for FX (``prepare_n_shadows_model``) wraps every
@@ -184,9 +198,12 @@ def layer_sensitivity(model: torch.nn.Module, example_inputs: tuple, calibration
     from torch.ao.quantization.backend_config.x86 import get_x86_backend_config
 
     mapping = get_default_qconfig_mapping("x86") if qconfig_mapping is None else qconfig_mapping
-    shadowed = ns.prepare_n_shadows_model(copy.deepcopy(model).eval(), example_inputs,
-                                          QConfigMultiMapping.from_list_qconfig_mapping([mapping]),
-                                          get_x86_backend_config())
+    shadowed = ns.prepare_n_shadows_model(
+        copy.deepcopy(model).eval(),
+        example_inputs,
+        QConfigMultiMapping.from_list_qconfig_mapping([mapping]),
+        get_x86_backend_config(),
+    )
     for batch in calibration:
         shadowed(batch)
     ns.convert_n_shadows_model(shadowed)
@@ -240,5 +257,7 @@ def time_in_turns(calls: dict[str, Callable[[], object]], *, repeats: int = 20, 
 
 def timing_note() -> str:
     """The line every timing table is printed under: threads and what the numbers are."""
-    return (f"{torch.get_num_threads()} threads; median of repeated calls taken in turns, [interquartile range]; "
-            "times move with the machine and its load, ratios much less")
+    return (
+        f"{torch.get_num_threads()} threads; median of repeated calls taken in turns, [interquartile range]; "
+        "times move with the machine and its load, ratios much less"
+    )

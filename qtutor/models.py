@@ -68,16 +68,23 @@ def load_checkpoint(path, classes_number: int = 2, *, builder=build_densenet) ->
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for unsafe or corrupt files
         found = re.search(r"GLOBAL ([\w.]+)", str(error))
-        reason = (f"it holds code or objects that weights_only loading refuses ({found.group(1)})" if found
-                  else f"it is not a readable PyTorch file ({error.__class__.__name__})")
-        raise InputError(f"model file {path}: not loaded, {reason}; expected a state_dict saved with "
-                         "torch.save(model.state_dict(), path)") from None
+        reason = (
+            f"it holds code or objects that weights_only loading refuses ({found.group(1)})"
+            if found
+            else f"it is not a readable PyTorch file ({error.__class__.__name__})"
+        )
+        raise InputError(
+            f"model file {path}: not loaded, {reason}; expected a state_dict saved with "
+            "torch.save(model.state_dict(), path)"
+        ) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise InputError(f"model file {path}: holds a {type(state).__name__}, not a state_dict of tensors")
     weight = state.get("classifier.weight")
     if weight is not None and weight.shape[0] != classes_number:
-        raise InputError(f"model file {path}: its classifier has {weight.shape[0]} outputs but "
-                         f"classes_number={classes_number}; expected them to match")
+        raise InputError(
+            f"model file {path}: its classifier has {weight.shape[0]} outputs but "
+            f"classes_number={classes_number}; expected them to match"
+        )
     model = builder(classes_number)
     try:
         model.load_state_dict(state)
@@ -102,8 +109,15 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, *, progress: bool = Fal
     return correct / total
 
 
-def train_epoch(model: torch.nn.Module, loader: DataLoader, optimizer, *, schedule=None, description: str = "train",
-                progress: bool = True) -> float:
+def train_epoch(
+    model: torch.nn.Module,
+    loader: DataLoader,
+    optimizer,
+    *,
+    schedule=None,
+    description: str = "train",
+    progress: bool = True,
+) -> float:
     """One pass of cross-entropy training over ``loader`` (model already in train mode); returns the mean loss.
 
     ``schedule``, a learning-rate scheduler, steps after every batch.
@@ -153,8 +167,16 @@ def _validate(model: torch.nn.Module, loader: DataLoader) -> tuple[float, float]
     return loss / total, correct / total
 
 
-def train(dataset_path, *, image_size: int = COURSE_IMAGE_SIZE, recipe: Recipe = Recipe(), mean=None, std=None,
-          classes_number: int = 10, progress: bool = True) -> tuple[dict, dict]:
+def train(
+    dataset_path,
+    *,
+    image_size: int = COURSE_IMAGE_SIZE,
+    recipe: Recipe = Recipe(),
+    mean=None,
+    std=None,
+    classes_number: int = 10,
+    progress: bool = True,
+) -> tuple[dict, dict]:
     """Train a fresh DenseNet-121 on ``dataset_path/train`` with ``recipe``; return the last epoch's weights.
 
     Returns ``(state_dict, history)``: history holds, per epoch, the learning
@@ -166,40 +188,58 @@ def train(dataset_path, *, image_size: int = COURSE_IMAGE_SIZE, recipe: Recipe =
     if mean is None or std is None:
         mean, std = bundled_stats()
     generator = seed_everything(recipe.seed)
-    train_set, _ = checked_image_folder(Path(dataset_path) / "train",
-                                        image_transform(mean, std, image_size, augment=recipe.augment))
+    train_set, _ = checked_image_folder(
+        Path(dataset_path) / "train", image_transform(mean, std, image_size, augment=recipe.augment)
+    )
     val_set, _ = checked_image_folder(Path(dataset_path) / "val", image_transform(mean, std, image_size))
     if len(train_set.classes) != classes_number:
-        raise InputError(f"dataset {dataset_path}: {len(train_set.classes)} classes in train/ but "
-                         f"classes_number={classes_number}; expected them to match")
+        raise InputError(
+            f"dataset {dataset_path}: {len(train_set.classes)} classes in train/ but "
+            f"classes_number={classes_number}; expected them to match"
+        )
     train_loader = DataLoader(train_set, batch_size=recipe.batch_size, shuffle=True, generator=generator)
     val_loader = DataLoader(val_set, batch_size=100)
     model = build_densenet(classes_number)
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.peak_learning_rate, weight_decay=recipe.weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=recipe.peak_learning_rate,
-                                                   total_steps=recipe.epochs * len(train_loader),
-                                                   pct_start=recipe.warmup_fraction)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=recipe.peak_learning_rate,
+        total_steps=recipe.epochs * len(train_loader),
+        pct_start=recipe.warmup_fraction,
+    )
     history = {key: [] for key in ("learning_rate", "train_loss", "val_loss", "val_accuracy", "seconds")}
     for epoch in range(recipe.epochs):
         start = time.perf_counter()
         model.train()
-        loss = train_epoch(model, train_loader, optimizer, schedule=schedule,
-                           description=f"epoch {epoch + 1}/{recipe.epochs}", progress=progress)
+        loss = train_epoch(
+            model,
+            train_loader,
+            optimizer,
+            schedule=schedule,
+            description=f"epoch {epoch + 1}/{recipe.epochs}",
+            progress=progress,
+        )
         val_loss, val_accuracy = _validate(model, val_loader)
-        for key, value in zip(history, (schedule.get_last_lr()[0], loss, val_loss, val_accuracy,
-                                        time.perf_counter() - start), strict=True):
+        for key, value in zip(
+            history, (schedule.get_last_lr()[0], loss, val_loss, val_accuracy, time.perf_counter() - start), strict=True
+        ):
             history[key].append(value)
         if progress:
-            print(f"epoch {epoch + 1}/{recipe.epochs}: train loss {loss:.4f}, val loss {val_loss:.4f}, "
-                  f"val accuracy {val_accuracy:.4f}", flush=True)
+            print(
+                f"epoch {epoch + 1}/{recipe.epochs}: train loss {loss:.4f}, val loss {val_loss:.4f}, "
+                f"val accuracy {val_accuracy:.4f}",
+                flush=True,
+            )
     return model.eval().state_dict(), history
 
 
 def course_checkpoint() -> Path:
     """The shipped checkpoint of the course's DenseNet-121 (``data/models/``)."""
     if not bundled(COURSE_MODEL).is_file():
-        raise FileNotFoundError(f"{COURSE_MODEL}: the course model is missing; it ships with the repository "
-                                "(git checkout data/models), or retrain it: python tools/train_course_model.py")
+        raise FileNotFoundError(
+            f"{COURSE_MODEL}: the course model is missing; it ships with the repository "
+            "(git checkout data/models), or retrain it: python tools/train_course_model.py"
+        )
     return COURSE_MODEL
 
 
@@ -208,8 +248,9 @@ def course_model() -> torch.nn.Module:
     return load_checkpoint(course_checkpoint(), classes_number=10)
 
 
-def layer_outputs(model: torch.nn.Module, names, inputs: torch.Tensor, *,
-                  float64: bool = False) -> dict[str, torch.Tensor]:
+def layer_outputs(
+    model: torch.nn.Module, names, inputs: torch.Tensor, *, float64: bool = False
+) -> dict[str, torch.Tensor]:
     """What the submodules ``names`` of ``model`` output for ``inputs``: ``{name: tensor}``, without gradients.
 
     Forward hooks, removed again before returning. Each output is copied the moment its module returns it:
@@ -228,12 +269,17 @@ def layer_outputs(model: torch.nn.Module, names, inputs: torch.Tensor, *,
     modules = dict(model.named_modules())
     missing = [name for name in names if name not in modules]
     if missing:
-        raise ValueError(f"no submodule named {missing[0]!r} in {type(model).__name__}: expected a name from "
-                         "model.named_modules(), such as 'features.denseblock1.denselayer1.norm1'")
+        raise ValueError(
+            f"no submodule named {missing[0]!r} in {type(model).__name__}: expected a name from "
+            "model.named_modules(), such as 'features.denseblock1.denselayer1.norm1'"
+        )
     outputs, handles = {}, []
     for name in names:
-        handles.append(modules[name].register_forward_hook(
-            lambda _module, _inputs, output, name=name: outputs.__setitem__(name, output.detach().clone())))
+        handles.append(
+            modules[name].register_forward_hook(
+                lambda _module, _inputs, output, name=name: outputs.__setitem__(name, output.detach().clone())
+            )
+        )
     try:
         with torch.no_grad():
             model(inputs)

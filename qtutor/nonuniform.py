@@ -147,8 +147,15 @@ def uniform_codebook(x, *, bits: int) -> torch.Tensor:
     return (torch.arange(2**bits, dtype=torch.float32) - zero_point) * scale
 
 
-def kmeans_codebook(x, *, bits: int = 4, iterations: int | None = None, tolerance: float = 1e-6,
-                    max_iterations: int = 1000, return_iterations: bool = False):
+def kmeans_codebook(
+    x,
+    *,
+    bits: int = 4,
+    iterations: int | None = None,
+    tolerance: float = 1e-6,
+    max_iterations: int = 1000,
+    return_iterations: bool = False,
+):
     """A ``2**bits``-entry codebook from Lloyd-Max (1-D k-means) iterations, and each element's index.
 
     Starts from notebook 01's uniform grid (:func:`uniform_codebook`, which has

@@ -42,8 +42,10 @@ def pack(codes: torch.Tensor, bits: int, *, signed: bool = False) -> torch.Tenso
     flat = codes.reshape(-1).to(torch.int64)
     low, high = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2**bits - 1)
     if flat.numel() and (flat.min() < low or flat.max() > high):
-        raise ValueError(f"codes span {flat.min().item()}..{flat.max().item()}: expected {low}..{high} for "
-                         f"{'signed' if signed else 'unsigned'} {bits}-bit codes")
+        raise ValueError(
+            f"codes span {flat.min().item()}..{flat.max().item()}: expected {low}..{high} for "
+            f"{'signed' if signed else 'unsigned'} {bits}-bit codes"
+        )
     flat = flat & (2**bits - 1)  # two's complement bits of a signed code
     if 8 % bits == 0:  # whole codes per byte: shift each into its slot and add them up
         per_byte = 8 // bits
@@ -62,8 +64,9 @@ def unpack(packed: torch.Tensor, bits: int, count: int, *, signed: bool = False)
     if packed.dtype != torch.uint8:
         raise ValueError(f"packed of dtype {packed.dtype}: expected torch.uint8, as pack returns")
     if packed.numel() < packed_nbytes(count, bits):
-        raise ValueError(f"count={count}: {packed.numel()} bytes hold at most {packed.numel() * 8 // bits} "
-                         f"{bits}-bit codes")
+        raise ValueError(
+            f"count={count}: {packed.numel()} bytes hold at most {packed.numel() * 8 // bits} {bits}-bit codes"
+        )
     data = packed.reshape(-1).to(torch.int64)
     if 8 % bits == 0:
         per_byte = 8 // bits

@@ -14,25 +14,38 @@ from matplotlib.patches import Rectangle
 
 from qtutor.formats import bit_fields
 
-__all__ = ["new_figure", "draw_bit_layout", "plot_levels", "plot_error", "plot_sqnr", "plot_level_rows",
-           "plot_relative_steps", "PALETTE", "FIELD_COLOURS"]
+__all__ = [
+    "new_figure",
+    "draw_bit_layout",
+    "plot_levels",
+    "plot_error",
+    "plot_sqnr",
+    "plot_level_rows",
+    "plot_relative_steps",
+    "PALETTE",
+    "FIELD_COLOURS",
+]
 
 # The course's colours, by what they show; every figure of plots and qtutor.figures takes its colours from here.
 PALETTE = {
-    "values": "#9db4c0",    # histograms of the numbers being quantized
-    "levels": "#c44536",    # quantization levels and the range they cover
-    "change": "#e76f51",    # clipping error, and what a control changes: differences, gradients, "after"
+    "values": "#9db4c0",  # histograms of the numbers being quantized
+    "levels": "#c44536",  # quantization levels and the range they cover
+    "change": "#e76f51",  # clipping error, and what a control changes: differences, gradients, "after"
     "rounding": "#2a9d8f",  # rounding error, its ±S/2 bound, integer codes
-    "main": "#264653",      # a panel's main curve, totals
-    "error": "#3d405b",     # a quantizer's error or output against its input
-    "before": "#adb5bd",    # the unchanged reference: "before", "no smoothing"
-    "guide": "grey",        # zero and identity lines
-    "picked": "black",      # the point a control picked
+    "main": "#264653",  # a panel's main curve, totals
+    "error": "#3d405b",  # a quantizer's error or output against its input
+    "before": "#adb5bd",  # the unchanged reference: "before", "no smoothing"
+    "guide": "grey",  # zero and identity lines
+    "picked": "black",  # the point a control picked
     "mantissa": "#e9c46a",  # bit fields (notebook 00)
     "integer": "#8ab17d",
 }
-FIELD_COLOURS = {"sign": PALETTE["change"], "exponent": PALETTE["rounding"], "mantissa": PALETTE["mantissa"],
-                 "bits": PALETTE["integer"]}
+FIELD_COLOURS = {
+    "sign": PALETTE["change"],
+    "exponent": PALETTE["rounding"],
+    "mantissa": PALETTE["mantissa"],
+    "bits": PALETTE["integer"],
+}
 
 
 def new_figure(width: float = 9, height: float = 3.2, ncols: int = 1, nrows: int = 1, **kwargs):
@@ -100,8 +113,15 @@ def plot_error(ax, x, x_hat, *, title: str = "error = x_hat - x", step: float | 
     if step is not None:
         for sign in (-1, 1):
             ax.axhline(sign * step / 2, color=PALETTE["rounding"], linewidth=0.9, linestyle="--")
-        ax.text(0.01, 0.97, f"dashed: ±S/2 = ±{step / 2:.3g}", transform=ax.transAxes, va="top", fontsize=8,
-                color=PALETTE["rounding"])
+        ax.text(
+            0.01,
+            0.97,
+            f"dashed: ±S/2 = ±{step / 2:.3g}",
+            transform=ax.transAxes,
+            va="top",
+            fontsize=8,
+            color=PALETTE["rounding"],
+        )
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("value")
     ax.set_ylabel("error")
@@ -118,7 +138,6 @@ def plot_sqnr(ax, table: dict[str, dict[int, float]], *, title: str = "SQNR by m
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-
 
 
 def _positive(levels):

@@ -43,8 +43,9 @@ class Autocast(torch.nn.Module):
 
 def feed_forward(width: int, expansion: int = 4) -> torch.nn.Sequential:
     """A transformer's feed-forward block: ``Linear(d, 4d)``, GELU, ``Linear(4d, d)`` (``8 d^2`` weights)."""
-    return torch.nn.Sequential(torch.nn.Linear(width, expansion * width), torch.nn.GELU(),
-                               torch.nn.Linear(expansion * width, width))
+    return torch.nn.Sequential(
+        torch.nn.Linear(width, expansion * width), torch.nn.GELU(), torch.nn.Linear(expansion * width, width)
+    )
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -62,15 +63,25 @@ class _RecordDtypes(TorchDispatchMode):
         result = func(*args, **(kwargs or {}))
         first = result[0] if isinstance(result, (tuple, list)) and result else result
         if isinstance(first, torch.Tensor) and first.is_floating_point():
-            inputs = sorted({_dtype_name(a.dtype) for a in tree_leaves(args) if isinstance(a, torch.Tensor)
-                             and a.is_floating_point()})
+            inputs = sorted(
+                {
+                    _dtype_name(a.dtype)
+                    for a in tree_leaves(args)
+                    if isinstance(a, torch.Tensor) and a.is_floating_point()
+                }
+            )
             self.counts[(func.overloadpacket.__name__, " + ".join(inputs) or "-", _dtype_name(first.dtype))] += 1
         return result
 
 
 @torch.no_grad()
-def dtypes_under_autocast(model: torch.nn.Module, images: torch.Tensor, dtype: torch.dtype = torch.bfloat16,
-                          *, then=lambda logits: torch.softmax(logits, dim=1)) -> list[dict]:
+def dtypes_under_autocast(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    dtype: torch.dtype = torch.bfloat16,
+    *,
+    then=lambda logits: torch.softmax(logits, dim=1),
+) -> list[dict]:
     """Which type each ATen operation of ``model(images)`` (then ``then`` of its output) ran in under autocast.
 
     One row per (operation, input types, output type) with how many times it
@@ -79,5 +90,7 @@ def dtypes_under_autocast(model: torch.nn.Module, images: torch.Tensor, dtype: t
     recorder = _RecordDtypes()
     with torch.autocast("cpu", dtype=dtype), recorder:
         then(model(images))
-    return [{"operation": name, "inputs": inputs, "output": output, "calls": count}
-            for (name, inputs, output), count in sorted(recorder.counts.items())]
+    return [
+        {"operation": name, "inputs": inputs, "output": output, "calls": count}
+        for (name, inputs, output), count in sorted(recorder.counts.items())
+    ]

@@ -47,8 +47,9 @@ def to_eval(module: torch.nn.Module) -> torch.nn.Module:
     return move_exported_model_to_eval(module)
 
 
-def quantize_pt2e(model: torch.nn.Module, loader: DataLoader, example: torch.Tensor, *, batches: int = 20,
-                  reduce_range: bool = False) -> torch.nn.Module:
+def quantize_pt2e(
+    model: torch.nn.Module, loader: DataLoader, example: torch.Tensor, *, batches: int = 20, reduce_range: bool = False
+) -> torch.nn.Module:
     """Export, ``prepare_pt2e`` with the X86InductorQuantizer, calibrate, ``convert_pt2e``; in eval mode."""
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 

@@ -68,13 +68,13 @@ def prepare(model: torch.nn.Module, example_inputs: tuple, qconfig_mapping=None)
 
 
 @torch.no_grad()
-def calibrate(prepared: torch.nn.Module, loader: DataLoader, batches: int | None = 20, *,
-              progress: bool = True) -> int:
+def calibrate(prepared: torch.nn.Module, loader: DataLoader, batches: int | None = 20, *, progress: bool = True) -> int:
     """Run up to ``batches`` batches (all if None) through the observers; returns the number of images seen."""
     seen = 0
     total = len(loader) if batches is None else min(batches, len(loader))
-    for number, (images, _) in enumerate(tqdm(loader, total=total, desc="calibrate", disable=not progress,
-                                               leave=False)):
+    for number, (images, _) in enumerate(
+        tqdm(loader, total=total, desc="calibrate", disable=not progress, leave=False)
+    ):
         if batches is not None and number >= batches:
             break
         prepared(images)
@@ -88,8 +88,15 @@ def convert(prepared: torch.nn.Module) -> torch.nn.Module:
         return convert_fx(prepared)
 
 
-def quantize_fx(model: torch.nn.Module, loader: DataLoader, example_inputs: tuple, *, batches: int | None = 20,
-                qconfig_mapping=None, progress: bool = True) -> torch.nn.Module:
+def quantize_fx(
+    model: torch.nn.Module,
+    loader: DataLoader,
+    example_inputs: tuple,
+    *,
+    batches: int | None = 20,
+    qconfig_mapping=None,
+    progress: bool = True,
+) -> torch.nn.Module:
     """The whole static flow: prepare, calibrate on ``batches`` batches of ``loader``, convert."""
     prepared = prepare(model, example_inputs, qconfig_mapping)
     calibrate(prepared, loader, batches, progress=progress)
@@ -231,16 +238,32 @@ def fake_quant_qconfig(weight_bits: int, activation_bits: int | None = None, *, 
     if observer not in LOW_BIT_OBSERVERS:
         raise ValueError(f"observer={observer!r}: expected one of {list(LOW_BIT_OBSERVERS)}")
     activation_observer, weight_observer = LOW_BIT_OBSERVERS[observer]
-    activation = FakeQuantize.with_args(observer=activation_observer, quant_min=0, quant_max=2**activation_bits - 1,
-                                        dtype=torch.quint8, qscheme=torch.per_tensor_affine)
-    weight = FakeQuantize.with_args(observer=weight_observer, quant_min=-(2 ** (weight_bits - 1)) + 1,
-                                    quant_max=2 ** (weight_bits - 1) - 1, dtype=torch.qint8,
-                                    qscheme=torch.per_channel_symmetric, ch_axis=0)
+    activation = FakeQuantize.with_args(
+        observer=activation_observer,
+        quant_min=0,
+        quant_max=2**activation_bits - 1,
+        dtype=torch.quint8,
+        qscheme=torch.per_tensor_affine,
+    )
+    weight = FakeQuantize.with_args(
+        observer=weight_observer,
+        quant_min=-(2 ** (weight_bits - 1)) + 1,
+        quant_max=2 ** (weight_bits - 1) - 1,
+        dtype=torch.qint8,
+        qscheme=torch.per_channel_symmetric,
+        ch_axis=0,
+    )
     return QConfig(activation=activation, weight=weight)
 
 
-def fake_quant_mapping(weight_bits: int, activation_bits: int | None = None, *, observer: str = "mse",
-                       only: str | None = None, skip: str | None = None) -> QConfigMapping:
+def fake_quant_mapping(
+    weight_bits: int,
+    activation_bits: int | None = None,
+    *,
+    observer: str = "mse",
+    only: str | None = None,
+    skip: str | None = None,
+) -> QConfigMapping:
     """A mapping that fake-quantizes everywhere, ``only`` in one submodule, or everywhere but ``skip``."""
     qconfig = fake_quant_qconfig(weight_bits, activation_bits, observer=observer)
     if only is not None:
@@ -278,8 +301,9 @@ def _fix_searched_ranges(prepared: torch.nn.Module) -> None:
             module.zero_point.resize_(zero_point.shape).copy_(zero_point)
 
 
-def simulate(model: torch.nn.Module, mapping: QConfigMapping, loader: DataLoader, example_inputs: tuple, *,
-             batches: int = 20) -> torch.nn.Module:
+def simulate(
+    model: torch.nn.Module, mapping: QConfigMapping, loader: DataLoader, example_inputs: tuple, *, batches: int = 20
+) -> torch.nn.Module:
     """Prepare with a fake-quant ``mapping``, calibrate (observers only), fix the ranges, then freeze.
 
     The result runs in float but every quantized tensor (weights and
@@ -322,14 +346,23 @@ def quantized_layers(converted: torch.nn.Module, prepared: torch.fx.GraphModule 
             continue
         observer = observers.get(name)
         low, high = (observer.quant_min, observer.quant_max) if observer is not None else (0, 255)
-        row = {"layer": name, "kind": type(module).__name__, "scale": float(module.scale),
-               "zero_point": int(module.zero_point), "quant_min": low, "quant_max": high, "codes": high - low + 1}
+        row = {
+            "layer": name,
+            "kind": type(module).__name__,
+            "scale": float(module.scale),
+            "zero_point": int(module.zero_point),
+            "quant_min": low,
+            "quant_max": high,
+            "codes": high - low + 1,
+        }
         weight = getattr(module, "weight", None)
         if callable(weight):
-            scales = weight().q_per_channel_scales() if weight().qscheme() in (
-                torch.per_channel_affine, torch.per_channel_symmetric) else torch.tensor([weight().q_scale()])
-            row.update(weight_scale_min=scales.min().item(), weight_scale_max=scales.max().item(),
-                       channels=len(scales))
+            scales = (
+                weight().q_per_channel_scales()
+                if weight().qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric)
+                else torch.tensor([weight().q_scale()])
+            )
+            row.update(weight_scale_min=scales.min().item(), weight_scale_max=scales.max().item(), channels=len(scales))
         rows.append(row)
     return rows
 
@@ -339,8 +372,10 @@ def output_codes(converted: torch.nn.Module, images: torch.Tensor, layers: list[
     """The integer codes (``int_repr``) each named quantized layer outputs for ``images``, flattened."""
     codes, handles = {}, []
     for name in layers:
+
         def keep(module, inputs, output, name=name):
             codes[name] = output.int_repr().flatten()
+
         handles.append(converted.get_submodule(name).register_forward_hook(keep))
     try:
         converted(images)
@@ -378,8 +413,14 @@ def concat_qparams(converted: torch.fx.GraphModule) -> list[dict]:
     for node in converted.graph.nodes:
         if node.op == "call_function" and node.target == torch.cat:
             inputs = [_producer_qparams(converted, arg) for arg in node.args[0]]
-            rows.append({"node": node.name, "inputs": len(inputs),
-                         "distinct_input_qparams": len(set(inputs)), "qparams": inputs[0]})
+            rows.append(
+                {
+                    "node": node.name,
+                    "inputs": len(inputs),
+                    "distinct_input_qparams": len(set(inputs)),
+                    "qparams": inputs[0],
+                }
+            )
     return rows
 
 

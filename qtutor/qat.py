@@ -58,15 +58,17 @@ def qat_mapping(bits: int = 8, activation_bits: int | None = None):
     return fake_quant_mapping(bits, activation_bits, observer="moving_average")
 
 
-def prepare_qat(model: torch.nn.Module, example_inputs: tuple, bits: int = 8,
-                activation_bits: int | None = None) -> torch.fx.GraphModule:
+def prepare_qat(
+    model: torch.nn.Module, example_inputs: tuple, bits: int = 8, activation_bits: int | None = None
+) -> torch.fx.GraphModule:
     """``prepare_qat_fx`` on a copy of ``model``: fused modules with fake quantization, ready to train."""
     with quietly():
         return prepare_qat_fx(copy.deepcopy(model).train(), qat_mapping(bits, activation_bits), example_inputs)
 
 
-def fine_tune(model: torch.nn.Module, loader: DataLoader, *, epochs: int = 1, learning_rate: float = 1e-4,
-              progress: bool = False) -> list[float]:
+def fine_tune(
+    model: torch.nn.Module, loader: DataLoader, *, epochs: int = 1, learning_rate: float = 1e-4, progress: bool = False
+) -> list[float]:
     """Fine-tune ``model`` in place (a QAT-prepared one, or a plain FP32 model) with Adam and cross-entropy.
 
     The same loop serves QAT and its control (FP32 fine-tuning with the same
@@ -82,7 +84,10 @@ def fine_tune(model: torch.nn.Module, loader: DataLoader, *, epochs: int = 1, le
         model.train()
         if epoch >= 1:
             model.apply(torch.ao.nn.intrinsic.qat.freeze_bn_stats)
-        losses.append(train_epoch(model, loader, optimizer, description=f"fine-tune epoch {epoch + 1}/{epochs}",
-                                  progress=progress))
+        losses.append(
+            train_epoch(
+                model, loader, optimizer, description=f"fine-tune epoch {epoch + 1}/{epochs}", progress=progress
+            )
+        )
     model.eval()
     return losses

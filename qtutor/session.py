@@ -89,8 +89,11 @@ def _inline_figures() -> None:
 def setup(seed: int = 0) -> None:
     """The Setup cell: check the torch version, seed every generator, set print options, say so in one line."""
     if not torch.__version__.startswith(TORCH_VERSION):
-        warnings.warn(f"torch {torch.__version__} is installed; the course was checked with {TORCH_VERSION}. "
-                      "Numbers may differ slightly: run `make lab` to get the pinned environment.", stacklevel=2)
+        warnings.warn(
+            f"torch {torch.__version__} is installed; the course was checked with {TORCH_VERSION}. "
+            "Numbers may differ slightly: run `make lab` to get the pinned environment.",
+            stacklevel=2,
+        )
     seed_everything(seed)
     torch.set_printoptions(precision=4, sci_mode=False, linewidth=100)
     quiet_deprecations()

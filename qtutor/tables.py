@@ -23,8 +23,9 @@ def text_table(rows: list[dict], formats: dict[str, str] | None = None) -> str:
     """
     formats = formats or {}
     columns = list(rows[0])
-    cells = [[row[c] if isinstance(row[c], str) else format(row[c], formats.get(c, "")) for c in columns]
-             for row in rows]
+    cells = [
+        [row[c] if isinstance(row[c], str) else format(row[c], formats.get(c, "")) for c in columns] for row in rows
+    ]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
 
     def line(values):

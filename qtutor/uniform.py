@@ -105,8 +105,7 @@ def qparams(min_val, max_val, *, bits: int = 8, signed: bool = False, symmetric:
         where = "" if bad is None else f" at channel {bad}"
         pair = (low, high) if bad is None else (low[bad], high[bad])
         raise ValueError(
-            f"min_val={pair[0].item()!r} is above max_val={pair[1].item()!r}{where}: "
-            "expected min_val <= max_val"
+            f"min_val={pair[0].item()!r} is above max_val={pair[1].item()!r}{where}: expected min_val <= max_val"
         )
     low = torch.minimum(low, torch.zeros_like(low))
     high = torch.maximum(high, torch.zeros_like(high))
@@ -160,7 +159,7 @@ def quantize(x, scale, zero_point, *, bits: int = 8, signed: bool = False, axis:
     codes = torch.empty(x.shape, dtype=integer_dtype(bits, signed))
     flat_x, flat_codes = x.reshape(-1), codes.view(-1)
     for start in range(0, flat_x.numel(), BLOCK):
-        flat_codes[start:start + BLOCK] = _codes(flat_x[start:start + BLOCK], scale_b, zp_b, qmin, qmax)
+        flat_codes[start : start + BLOCK] = _codes(flat_x[start : start + BLOCK], scale_b, zp_b, qmin, qmax)
     return codes
 
 
@@ -181,8 +180,9 @@ def dequantize(q, scale, zero_point, *, axis: int | None = None) -> torch.Tensor
     return q.to(torch.float32).sub_(zp_b).mul_(scale_b)
 
 
-def fake_quantize(x, scale, zero_point, *, bits: int = 8, signed: bool = False,
-                  axis: int | None = None) -> torch.Tensor:
+def fake_quantize(
+    x, scale, zero_point, *, bits: int = 8, signed: bool = False, axis: int | None = None
+) -> torch.Tensor:
     """``dequantize(quantize(x))`` in one float32 step: ``x`` snapped to the nearest level.
 
     Used to simulate quantization inside a float model (notebooks 06 and 08).
@@ -193,8 +193,9 @@ def fake_quantize(x, scale, zero_point, *, bits: int = 8, signed: bool = False,
     return (_codes(x, scale_b, zp_b, qmin, qmax) - zp_b) * scale_b
 
 
-def fake_quantize_per_group(x, group_size: int, *, bits: int = 4, signed: bool = True,
-                            symmetric: bool = True) -> torch.Tensor:
+def fake_quantize_per_group(
+    x, group_size: int, *, bits: int = 4, signed: bool = True, symmetric: bool = True
+) -> torch.Tensor:
     """``x`` fake-quantized with one min-max range per group of ``group_size`` consecutive values of its last dimension.
 
     The last dimension (a weight matrix's input dimension) is cut into groups;
@@ -203,10 +204,17 @@ def fake_quantize_per_group(x, group_size: int, *, bits: int = 4, signed: bool =
     INT4 formats use groups of 32 to 128. Introduced in notebook 02.
     """
     x = float_input(x)
-    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1 \
-            or x.dim() == 0 or x.shape[-1] % group_size:
-        raise ValueError(f"group_size={group_size!r}: expected a whole number that divides the last dimension "
-                         f"({x.shape[-1] if x.dim() else 'none'})")
+    if (
+        isinstance(group_size, bool)
+        or not isinstance(group_size, int)
+        or group_size < 1
+        or x.dim() == 0
+        or x.shape[-1] % group_size
+    ):
+        raise ValueError(
+            f"group_size={group_size!r}: expected a whole number that divides the last dimension "
+            f"({x.shape[-1] if x.dim() else 'none'})"
+        )
     groups = x.reshape(-1, group_size)
     low, high = torch.aminmax(groups, dim=1)
     scale, zero_point = qparams(low, high, bits=bits, signed=signed, symmetric=symmetric)

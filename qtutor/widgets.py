@@ -44,8 +44,16 @@ def _png(figure) -> bytes:
     return buffer.getvalue()
 
 
-def _explorer(figure_function, controls: dict, *, rows=None, describe=figures.format_stats, before_redraw=None,
-              after_redraw=None, **fixed) -> widgets.VBox:
+def _explorer(
+    figure_function,
+    controls: dict,
+    *,
+    rows=None,
+    describe=figures.format_stats,
+    before_redraw=None,
+    after_redraw=None,
+    **fixed,
+) -> widgets.VBox:
     """Wire ``controls`` (keyword name -> widget) to ``figure_function(**fixed, **values)``; return the explorer.
 
     ``rows`` lists the controls' names row by row as they appear (default: one
@@ -87,8 +95,7 @@ def format_explorer(value: float = 0.1) -> widgets.VBox:
     """A number box and a format picker over :func:`qtutor.figures.format_figure` (notebook 00)."""
     number = widgets.FloatText(value=value, description="value")
     picker = widgets.Dropdown(options=list(FORMATS), value="FP16", description="format")
-    return _explorer(figures.format_figure, dict(format_name=picker, value=number),
-                     describe=figures.describe_format)
+    return _explorer(figures.format_figure, dict(format_name=picker, value=number), describe=figures.describe_format)
 
 
 def uniform_explorer(x) -> widgets.VBox:
@@ -96,8 +103,14 @@ def uniform_explorer(x) -> widgets.VBox:
     x = torch.as_tensor(x, dtype=torch.float32)
     top = max(float(x.abs().max()), 1e-3)
     bits = widgets.IntSlider(value=3, min=2, max=8, description="bits")
-    value_range = widgets.FloatRangeSlider(value=(float(x.min()), float(x.max())), min=-1.5 * top, max=1.5 * top,
-                                           step=top / 100, description="range", readout_format=".2f")
+    value_range = widgets.FloatRangeSlider(
+        value=(float(x.min()), float(x.max())),
+        min=-1.5 * top,
+        max=1.5 * top,
+        step=top / 100,
+        description="range",
+        readout_format=".2f",
+    )
     auto = widgets.Checkbox(value=True, description="derive zero-point from range")
     zero_point = widgets.IntSlider(value=0, min=0, max=7, description="zero-point")
 
@@ -113,9 +126,15 @@ def uniform_explorer(x) -> widgets.VBox:
         if zero_point.disabled:  # the slider shows the zero-point the range gives, greyed out
             zero_point.value = stats["zero_point"]
 
-    return _explorer(figures.uniform_figure, dict(bits=bits, value_range=value_range, auto=auto, zero_point=zero_point),
-                     rows=[["bits", "value_range"], ["auto", "zero_point"]], before_redraw=adjust,
-                     after_redraw=show_derived, describe=figures.describe_uniform, x=x)
+    return _explorer(
+        figures.uniform_figure,
+        dict(bits=bits, value_range=value_range, auto=auto, zero_point=zero_point),
+        rows=[["bits", "value_range"], ["auto", "zero_point"]],
+        before_redraw=adjust,
+        after_redraw=show_derived,
+        describe=figures.describe_uniform,
+        x=x,
+    )
 
 
 def clipping_explorer(x) -> widgets.VBox:
@@ -137,15 +156,20 @@ def method_explorer(x, methods=tuple(METHODS)) -> widgets.VBox:
 def requantize_explorer(acc, *, multiplier: float, zero_point: int) -> widgets.VBox:
     """A slider for the multiplier's significant bits over :func:`qtutor.figures.requantize_figure` (notebook 05)."""
     bits = widgets.IntSlider(value=8, min=1, max=31, description="m0 bits")
-    return _explorer(figures.requantize_figure, dict(mantissa_bits=bits), describe=figures.describe_requantize,
-                     acc=acc, multiplier=multiplier, zero_point=zero_point)
+    return _explorer(
+        figures.requantize_figure,
+        dict(mantissa_bits=bits),
+        describe=figures.describe_requantize,
+        acc=acc,
+        multiplier=multiplier,
+        zero_point=zero_point,
+    )
 
 
 def layer_explorer(activations: dict, layers: list[dict]) -> widgets.VBox:
     """A layer picker over :func:`qtutor.figures.layer_figure` (notebook 06)."""
     names = [r["layer"] for r in layers if r["layer"] in activations]
-    picker = widgets.Dropdown(options=names, value=names[0], description="layer",
-                              layout=widgets.Layout(width="60%"))
+    picker = widgets.Dropdown(options=names, value=names[0], description="layer", layout=widgets.Layout(width="60%"))
     return _explorer(figures.layer_figure, dict(layer=picker), activations=activations, layers=layers)
 
 
@@ -168,11 +192,17 @@ def smoothquant_explorer(x, weight, channels) -> widgets.VBox:
 
     Over :func:`qtutor.figures.smoothquant_figure`.
     """
-    size = widgets.FloatSlider(value=50.0, min=1.0, max=100.0, step=1.0, description="outlier size",
-                               readout_format=".0f")
+    size = widgets.FloatSlider(
+        value=50.0, min=1.0, max=100.0, step=1.0, description="outlier size", readout_format=".0f"
+    )
     alpha = widgets.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="alpha")
-    return _explorer(figures.smoothquant_figure, dict(outlier_size=size, alpha=alpha),
-                     x=torch.as_tensor(x, dtype=torch.float32), weight=weight, channels=channels)
+    return _explorer(
+        figures.smoothquant_figure,
+        dict(outlier_size=size, alpha=alpha),
+        x=torch.as_tensor(x, dtype=torch.float32),
+        weight=weight,
+        channels=channels,
+    )
 
 
 def qparams_explorer(forms: dict, layers: list[str]) -> widgets.VBox:

@@ -58,10 +58,12 @@ def loader(batch: torch.Tensor, batch_size: int = 4) -> DataLoader:
 @pytest.fixture(scope="session")
 def tiny_dense():
     """Builds :class:`TinyDense` in eval mode with the weights ``seed`` gives (the same ones on every call)."""
+
     def build(seed: int = 0) -> TinyDense:
         with torch.random.fork_rng():
             torch.manual_seed(seed)
             return TinyDense().eval()
+
     return build
 
 
@@ -82,8 +84,9 @@ def tiny_densenet():
     """A torchvision DenseNet (DenseNet-121's class, two blocks of two layers), 16 32x32 images, and a loader."""
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        model = torchvision.models.DenseNet(growth_rate=8, block_config=(2, 2), num_init_features=16, bn_size=2,
-                                            num_classes=2).eval()
+        model = torchvision.models.DenseNet(
+            growth_rate=8, block_config=(2, 2), num_init_features=16, bn_size=2, num_classes=2
+        ).eval()
     batch = images(16, size=32)
     return SimpleNamespace(model=model, images=batch, loader=loader(batch))
 

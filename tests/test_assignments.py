@@ -29,13 +29,27 @@ SOLUTION = f"def f(x):\n    {BEGIN}\n    return x\n    {END}"
 
 
 def test_solution_and_check_cells_get_their_metadata():
-    book = tag_notebook(notebook("import torch", SOLUTION, "check_quantize(f)", "print(1)", markdown_between=True),
-                        prefix="01")
+    book = tag_notebook(
+        notebook("import torch", SOLUTION, "check_quantize(f)", "print(1)", markdown_between=True), prefix="01"
+    )
     answer, check = book.cells[3].metadata["nbgrader"], book.cells[5].metadata["nbgrader"]
-    assert answer == {"grade": False, "grade_id": "01-quantize-answer", "locked": False, "schema_version": 3,
-                      "solution": True, "task": False}
-    assert check == {"grade": True, "grade_id": "01-quantize-check", "locked": True, "points": 1,
-                     "schema_version": 3, "solution": False, "task": False}
+    assert answer == {
+        "grade": False,
+        "grade_id": "01-quantize-answer",
+        "locked": False,
+        "schema_version": 3,
+        "solution": True,
+        "task": False,
+    }
+    assert check == {
+        "grade": True,
+        "grade_id": "01-quantize-check",
+        "locked": True,
+        "points": 1,
+        "schema_version": 3,
+        "solution": False,
+        "task": False,
+    }
     assert all("nbgrader" not in cell.metadata for i, cell in enumerate(book.cells) if i not in (3, 5))
 
 
@@ -52,10 +66,13 @@ def test_other_nbgrader_cells_are_left_alone():
     assert tag_notebook(book).cells[2].metadata["nbgrader"] == mine
 
 
-@pytest.mark.parametrize("sources, expected", [
-    ((SOLUTION,), "no code cell follows it"),
-    ((SOLUTION, "print(f(1))"), r"calls no check_\* function"),
-])
+@pytest.mark.parametrize(
+    "sources, expected",
+    [
+        ((SOLUTION,), "no code cell follows it"),
+        ((SOLUTION, "print(f(1))"), r"calls no check_\* function"),
+    ],
+)
 def test_an_exercise_without_its_check_is_refused(sources, expected):
     with pytest.raises(InputError, match=expected):
         exercises(notebook(*sources), "x.ipynb")
@@ -87,8 +104,9 @@ def test_the_course_is_tagged_the_same_way_twice(tmp_path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_committed_notebooks_carry_nbgrader_metadata(path):
     """Fails until `python -m qtutor.assignments notebooks` has been run on the committed notebooks."""
-    assert tag_file(path, write=False) is False, \
+    assert tag_file(path, write=False) is False, (
         f"{path.name}: exercises without nbgrader metadata; run `python -m qtutor.assignments notebooks`"
+    )
 
 
 def test_check_mode_reports_untagged_notebooks_without_writing(tmp_path, capsys):
@@ -99,12 +117,19 @@ def test_check_mode_reports_untagged_notebooks_without_writing(tmp_path, capsys)
     assert path.read_text() == text and "a.ipynb: exercises without their nbgrader metadata" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("name, content, expected", [
-    ("missing", None, "missing: not a notebook or a folder"),
-    ("empty", "folder", "no notebooks found"),
-    ("bad.ipynb", "{not json", "bad.ipynb: not a readable notebook"),
-    ("b.ipynb", nbformat.writes(notebook(SOLUTION)), "b.ipynb: cell 0 holds a solution but no code cell follows it"),
-])
+@pytest.mark.parametrize(
+    "name, content, expected",
+    [
+        ("missing", None, "missing: not a notebook or a folder"),
+        ("empty", "folder", "no notebooks found"),
+        ("bad.ipynb", "{not json", "bad.ipynb: not a readable notebook"),
+        (
+            "b.ipynb",
+            nbformat.writes(notebook(SOLUTION)),
+            "b.ipynb: cell 0 holds a solution but no code cell follows it",
+        ),
+    ],
+)
 def test_bad_input_gets_one_line_and_exit_code_2(tmp_path, capsys, name, content, expected):
     path = tmp_path / name
     if content == "folder":

@@ -12,8 +12,9 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def run(script: str, *arguments) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(BENCHMARKS / script), *map(str, arguments)], capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *map(str, arguments)], capture_output=True, text=True, timeout=600
+    )
 
 
 def test_primitives_writes_its_tables(tmp_path):
@@ -29,8 +30,22 @@ RUNTIME_VARIANTS = ["ort_fp32", "ort_int8", "openvino_fp32", "openvino_fp32_defa
 
 
 def test_inference_writes_its_tables(tmp_path):
-    result = run("inference.py", "--sizes", 32, "--batches", 2, "--repeats", 1, "--random-weights",
-                 "--variants", "fp32", "fx_int8", *RUNTIME_VARIANTS, "--out", tmp_path)
+    result = run(
+        "inference.py",
+        "--sizes",
+        32,
+        "--batches",
+        2,
+        "--repeats",
+        1,
+        "--random-weights",
+        "--variants",
+        "fp32",
+        "fx_int8",
+        *RUNTIME_VARIANTS,
+        "--out",
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     data = json.loads((tmp_path / "inference.json").read_text())
     assert [row["variant"] for row in data["latency"]] == ["fp32", "fx_int8", *RUNTIME_VARIANTS]
@@ -53,12 +68,16 @@ def test_fastest_int8_keeps_only_variants_within_half_a_point():
         from inference import fastest_int8
     finally:
         sys.path.remove(str(BENCHMARKS))
-    latency = [{"size": 64, "batch": 1, "variant": v, "median ms": ms, "speed-up vs fp32": 10 / ms}
-               for v, ms in (("fp32", 10.0), ("fx_int8", 4.0), ("ort_int8", 3.0), ("openvino_int8", 2.0))]
-    files = [{"size": 64, "variant": "fp32", "accuracy": 0.99, "accuracy - fp32 (pp)": 0.0},
-             {"size": 64, "variant": "fx_int8", "accuracy": 0.99, "accuracy - fp32 (pp)": 0.0},
-             {"size": 64, "variant": "ort_int8", "accuracy": 0.987, "accuracy - fp32 (pp)": -0.3},
-             {"size": 64, "variant": "openvino_int8", "accuracy": 0.98, "accuracy - fp32 (pp)": -1.0}]
+    latency = [
+        {"size": 64, "batch": 1, "variant": v, "median ms": ms, "speed-up vs fp32": 10 / ms}
+        for v, ms in (("fp32", 10.0), ("fx_int8", 4.0), ("ort_int8", 3.0), ("openvino_int8", 2.0))
+    ]
+    files = [
+        {"size": 64, "variant": "fp32", "accuracy": 0.99, "accuracy - fp32 (pp)": 0.0},
+        {"size": 64, "variant": "fx_int8", "accuracy": 0.99, "accuracy - fp32 (pp)": 0.0},
+        {"size": 64, "variant": "ort_int8", "accuracy": 0.987, "accuracy - fp32 (pp)": -0.3},
+        {"size": 64, "variant": "openvino_int8", "accuracy": 0.98, "accuracy - fp32 (pp)": -1.0},
+    ]
     lines = fastest_int8(latency, files)
     assert lines[0].startswith("- 64px, batch 1: ort_int8 (3.00 ms, 3.33x")  # openvino_int8 is faster but 1 point off
     assert lines[1] == "- more than 0.5 points from FP32, left out: openvino_int8"
@@ -71,8 +90,10 @@ def test_inference_reports_a_missed_target():
     finally:
         sys.path.remove(str(BENCHMARKS))
     latency = [{"size": 224, "batch": 1, "variant": "fx_int8", "speed-up vs fp32": 2.5}]
-    files = [{"size": 224, "variant": "fp32", "size vs fp32": 1.0, "accuracy": 0.99, "accuracy - fp32 (pp)": 0.0},
-             {"size": 224, "variant": "fx_int8", "size vs fp32": 0.28, "accuracy": 0.982, "accuracy - fp32 (pp)": -0.8}]
+    files = [
+        {"size": 224, "variant": "fp32", "size vs fp32": 1.0, "accuracy": 0.99, "accuracy - fp32 (pp)": 0.0},
+        {"size": 224, "variant": "fx_int8", "size vs fp32": 0.28, "accuracy": 0.982, "accuracy - fp32 (pp)": -0.8},
+    ]
     lines = targets(latency, files)
     assert [line.split(":")[0] for line in lines] == ["- MISSED", "- met", "- MISSED"]
     files[0]["accuracy"] = 0.66  # an FP32 model that never learned the task: its INT8 difference is not judged
@@ -102,8 +123,10 @@ def test_ablations_records_which_run_measured_each_sweep():
     first = {"command": "python benchmarks/ablations.py", "machine": {"date": "d1"}}
     again = {"command": "python benchmarks/ablations.py --only qat", "sweeps": ["qat"], "date": "d2"}
     runs = runs_after(first, ["qat"], again)
-    assert runs == [{"command": "python benchmarks/ablations.py", "sweeps": [s for s in SWEEPS if s != "qat"],
-                     "date": "d1"}, again]
+    assert runs == [
+        {"command": "python benchmarks/ablations.py", "sweeps": [s for s in SWEEPS if s != "qat"], "date": "d1"},
+        again,
+    ]
     everything = {"command": "python benchmarks/ablations.py", "sweeps": list(SWEEPS), "date": "d3"}
     assert runs_after({"runs": runs}, list(SWEEPS), everything) == [everything]
     assert runs_after({}, list(SWEEPS), everything) == [everything]

@@ -23,8 +23,12 @@ REPO2DOCKER = Path(sys.executable).parent / "jupyter-repo2docker"
 
 @pytest.fixture(scope="module")
 def dockerfile() -> str:
-    result = subprocess.run([str(REPO2DOCKER), "--no-build", "--no-run", "--user-id", "1000", "--user-name",
-                             "jovyan", str(ROOT)], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [str(REPO2DOCKER), "--no-build", "--no-run", "--user-id", "1000", "--user-name", "jovyan", str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Building conda environment for python=3.11" in result.stderr, result.stderr[-2000:]
     return result.stdout
@@ -36,8 +40,9 @@ def test_the_environment_is_installed_after_the_repository_is_copied(dockerfile)
     install = dockerfile.index('env update -p ${NB_PYTHON_PREFIX} --file "environment.yml"')
     post_build = dockerfile.index("RUN ./postBuild")
     assert copy < install < post_build
-    pip = next(d["pip"] for d in yaml.safe_load((ROOT / "environment.yml").read_text())["dependencies"]
-               if isinstance(d, dict))
+    pip = next(
+        d["pip"] for d in yaml.safe_load((ROOT / "environment.yml").read_text())["dependencies"] if isinstance(d, dict)
+    )
     assert "-e ." in pip and any("download.pytorch.org/whl/cpu" in line for line in pip)
 
 
@@ -49,8 +54,11 @@ def test_post_build_checks_the_course_model_with_a_call_that_exists():
 
 
 def test_the_image_leaves_local_environments_and_caches_out():
-    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-                if line.strip() and not line.startswith("#")]
+    patterns = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     sent = exclude_paths(str(ROOT), patterns)
     assert {"pyproject.toml", "environment.yml", "postBuild", "qtutor/__init__.py"} <= sent
     assert any(path.startswith("data/digits/") for path in sent) and any(path.startswith("notebooks/") for path in sent)

@@ -43,9 +43,11 @@ def range_search(x, bits, symmetric=False):
     if symmetric:
         high = torch.maximum(-low, high)
         low = -high
+
     def error(f):
         scale, zero_point = qparams(low * f, high * f, bits=bits)
         return torch.mean((fake_quantize(x, scale, zero_point, bits=bits) - x) ** 2).item()
+
     best = min(fractions.tolist(), key=error)
     return low * best, high * best
 
@@ -95,8 +97,13 @@ def my_quantize_pt2e(model, example, batches):
 
 
 def saved_megabytes(model, dtype):
-    return sum(t.numel() * (dtype.itemsize if t.is_floating_point() else t.element_size())
-               for t in model.state_dict().values()) / 1e6
+    return (
+        sum(
+            t.numel() * (dtype.itemsize if t.is_floating_point() else t.element_size())
+            for t in model.state_dict().values()
+        )
+        / 1e6
+    )
 
 
 def choose_precision(scenario):
@@ -109,102 +116,246 @@ def choose_precision(scenario):
 
 # check, a right answer, wrong answers (each a typical mistake)
 CASES = [
-    (checks.check_float16_fields, lambda v: bit_fields(v, torch.float16),
-     [lambda v: bit_fields(v, torch.bfloat16), lambda v: bit_fields(abs(v), torch.float16)]),
-    (checks.check_float16_value, float16_value,
-     [lambda p: float16_value(p, implicit_one_always=True), lambda p: float16_value(p, bias=16),
-      lambda p: float16_value(p, signed=False)]),
-    (checks.check_qparams, lambda a, b: qparams(a, b),
-     [lambda a, b: qparams(a, b, symmetric=True),
-      lambda a, b: ((b - a) / 255, torch.round(-a / ((b - a) / 255)).long()),  # no widening to 0, no eps
-      lambda a, b: (qparams(a, b)[0], torch.floor(-torch.minimum(a, torch.tensor(0.0)) / qparams(a, b)[0]).long())]),
-    (checks.check_quantize, lambda x, s, z: quantize(x, s, z),
-     [lambda x, s, z: torch.floor(x / s + 0.5 + z).clamp(0, 255).to(torch.uint8),  # half up, not to even
-      lambda x, s, z: (torch.round(x / s) + z).clamp(0, 255).to(torch.uint8),  # divides instead of 1/scale
-      lambda x, s, z: (torch.round(x * (1 / torch.tensor(s))) + z).to(torch.uint8),  # no clamp: wraps
-      lambda x, s, z: quantize(x, s, z).long()]),  # the right codes as int64, not the promised uint8
-    (checks.check_mse_range, range_search,
-     [lambda x, bits: minmax_range(x), lambda x, bits: percentile_range(x, 99.99),
-      lambda x, bits: range_search(x, bits, symmetric=True)]),
-    (checks.check_per_group, lambda w, g, bits: fake_quantize_per_group(w, g, bits=bits),
-     [per_row, lambda w, g, bits: fake_quantize_per_group(w.transpose(0, -1).contiguous(), g, bits=bits)
-      .transpose(0, -1) if w.shape[0] % g == 0 else w,
-      lambda w, g, bits: fake_quantize_per_group(w, g, bits=bits, signed=False, symmetric=False)]),
-    (checks.check_nearest_power_of_two, lambda x: log_fake_quantize(x, bits=8, max_exponent=40),
-     [lambda x: torch.sign(x) * torch.exp2(torch.floor(torch.log2(x.abs()))),
-      lambda x: torch.sign(x) * torch.exp2(torch.ceil(torch.log2(x.abs())))]),
-    (checks.check_power_of_two_scale, lambda m, bits: power_of_two_scale(m, bits=bits).item(),
-     [lambda m, bits: 2.0 ** round(math.log2(m / (2 ** (bits - 1) - 1))),
-      lambda m, bits: 2.0 ** math.ceil(math.log2(m / 2 ** (bits - 1))),
-      lambda m, bits: 2.0 ** math.floor(math.log2(m / (2 ** (bits - 1) - 1)))]),
-    (checks.check_assign_nearest, assign_to_codebook,
-     [lambda x, c: torch.bucketize(x, c).clamp(max=len(c) - 1), lambda x, c: (x[:, None] - c).argmin(1)]),
-    (checks.check_lloyd_step, lloyd,
-     [lambda x, c: torch.stack([x[assign_to_codebook(x, c) == i].median() if (assign_to_codebook(x, c) == i).any()
-                                else c[i] for i in range(len(c))]),
-      lambda x, c: torch.nan_to_num(torch.stack([x[assign_to_codebook(x, c) == i].mean() for i in range(len(c))]))]),
-    (checks.check_int_accumulate, accumulate,
-     [lambda xq, xz, wq, wz: ((xq - xz).int() @ (wq.int() - wz).T).int(),  # uint8 wraps before widening
-      lambda xq, xz, wq, wz: (xq.double() - xz) @ (wq.double() - wz).T]),  # not int32
-    (checks.check_fixed_point_requantize, fixed_point,
-     [lambda a, m, s, z: fixed_point(a, m, s, z, ties="even"),
-      lambda a, m, s, z: ((a.long() * m >> s) + z).clamp(0, 255).to(torch.uint8),  # floor, no rounding
-      lambda a, m, s, z: fixed_point(a, m, s, z, clamp=False),
-      lambda a, m, s, z: (torch.round(a.float() * (m / 2**s)) + z).clamp(0, 255).to(torch.uint8),
-      lambda a, m, s, z: fixed_point(a, m, s, z).long()]),  # the right codes as int64, not uint8
-    (checks.check_requantization_scales, lambda sx, sw, sy: sx * sw / sy,
-     [lambda sx, sw, sy: sw / (sx * sy), lambda sx, sw, sy: sx * sw.max() / sy + 0 * sw,
-      lambda sx, sw, sy: sy / (sx * sw)]),
-    (checks.check_keep_in_float_mapping, keep_in_float_mapping,
-     [lambda names: get_default_qconfig_mapping("x86"),  # ignores the names
-      lambda names: QConfigMapping().set_global(None),  # quantizes nothing
-      lambda names: keep_in_float_mapping(names[:1])]),  # only the first name
-    (checks.check_ste_backward, ste_backward,
-     [lambda g, x, s, z, lo, hi: g,  # passes everything
-      lambda g, x, s, z, lo, hi: g * ((x / s + z >= lo) & (x / s + z <= hi)),  # no rounding at the edges
-      lambda g, x, s, z, lo, hi: torch.zeros_like(g)]),  # the gradient of round itself
-    (checks.check_fold_batch_norm, fold_batch_norm,
-     [lambda w, b, m, v, g, be, e: (w * (g / torch.sqrt(v))[:, None, None, None], (b - m) * g / torch.sqrt(v) + be),
-      lambda w, b, m, v, g, be, e: (w * (g / torch.sqrt(v + e))[:, None, None, None], b * g / torch.sqrt(v + e) + be),
-      lambda w, b, m, v, g, be, e: (w * (g / torch.sqrt(v + e)).mean(), (b - m) * g / torch.sqrt(v + e) + be)]),
-    (checks.check_dense_layer_fusions,
-     lambda p: [[f"{p}.conv1", f"{p}.norm2", f"{p}.relu2"], [f"{p}.norm1", f"{p}.relu1"]],
-     [lambda p: [[f"{p}.conv1", f"{p}.norm2"], [f"{p}.norm1", f"{p}.relu1"]],  # ReLU left out
-      lambda p: [[f"{p}.conv1", f"{p}.norm2", f"{p}.relu2"]],  # norm1 + relu1 forgotten
-      lambda p: [[f"{p}.norm1", f"{p}.relu1", f"{p}.conv1"]]]),  # a pattern fuse_modules does not know
-    (checks.check_pt2e_flow, my_quantize_pt2e,
-     [lambda m, e, b: my_quantize_pt2e(m, e, []),  # no calibration
-      lambda m, e, b: my_quantize_pt2e(m, e, b[:1]),  # one batch only
-      lambda m, e, b: m]),  # not quantized at all
-    (checks.check_ort_weight_scales, lambda w: w.abs().amax(dim=(1, 2, 3)) / 127,
-     [lambda w: w.abs().amax(dim=(1, 2, 3)) / 127.5,  # PyTorch's: codes -128..127 halved
-      lambda w: (w.amax(dim=(1, 2, 3)) - w.amin(dim=(1, 2, 3))) / 255,  # affine
-      lambda w: w.abs().max() / 127 * torch.ones(w.shape[0])]),  # one scale for the tensor
-    (checks.check_fake_quantize_qparams,
-     lambda levels, low, high: ((high - low) / (levels - 1), round(-low / ((high - low) / (levels - 1)))),
-     [lambda levels, low, high: ((high - low) / levels, round(-low * levels / (high - low))),  # one level too many
-      lambda levels, low, high: ((high - low) / (levels - 1), 0),  # zero-point always 0
-      lambda levels, low, high: (high / (levels - 1), 0)]),  # ignores low
-    (checks.check_saved_megabytes, saved_megabytes,
-     [lambda m, d: sum(p.numel() for p in m.parameters()) * d.itemsize / 1e6,  # forgets the buffers
-      lambda m, d: sum(t.numel() for t in m.state_dict().values()) * d.itemsize / 1e6,  # casts the int64 counter
-      lambda m, d: sum(t.numel() * t.element_size() for t in m.state_dict().values()) / 1e6]),  # ignores dtype
-    (checks.check_choose_precision, choose_precision,
-     [lambda s: "static INT8", lambda s: "dynamic INT8" if s["layers"] == "linear" else "BF16",
-      lambda s: {"conv": "static INT8", "linear": "dynamic INT8"}[s["layers"]]]),
-    (checks.check_per_token_scales, lambda x: (x.abs().amax(dim=1) / 127.5).clamp(min=torch.finfo(torch.float32).eps),
-     [lambda x: x.abs().amax(dim=1) / 127,  # LLM.int8()'s 127, not the course's (qmax - qmin) / 2
-      lambda x: x.abs().amax(dim=1) / 127.5,  # a row of zeros gets scale 0
-      lambda x: x.abs().amax(dim=0) / 127.5,  # per channel
-      lambda x: absmax_qparams(x)[0]]),  # per tensor
-    (checks.check_smoothing_factors,
-     lambda a, w, alpha: a ** alpha / w.abs().amax(dim=0) ** (1 - alpha),
-     [lambda a, w, alpha: a ** (1 - alpha) / w.abs().amax(dim=0) ** alpha,  # exponents swapped
-      lambda a, w, alpha: a ** alpha / w.abs().max() ** (1 - alpha),  # one weight maximum for every channel
-      lambda a, w, alpha: a ** alpha / w.amax(dim=0) ** (1 - alpha)]),  # no magnitude
-    (checks.check_pack_int4, lambda c: (c[0::2] | (c[1::2] << 4)).to(torch.uint8),
-     [lambda c: ((c[0::2] << 4) | c[1::2]).to(torch.uint8),  # high nibble first
-      lambda c: c[0::2].long() + 16 * c[1::2].long()]),  # right bytes, wrong dtype
+    (
+        checks.check_float16_fields,
+        lambda v: bit_fields(v, torch.float16),
+        [lambda v: bit_fields(v, torch.bfloat16), lambda v: bit_fields(abs(v), torch.float16)],
+    ),
+    (
+        checks.check_float16_value,
+        float16_value,
+        [
+            lambda p: float16_value(p, implicit_one_always=True),
+            lambda p: float16_value(p, bias=16),
+            lambda p: float16_value(p, signed=False),
+        ],
+    ),
+    (
+        checks.check_qparams,
+        lambda a, b: qparams(a, b),
+        [
+            lambda a, b: qparams(a, b, symmetric=True),
+            lambda a, b: ((b - a) / 255, torch.round(-a / ((b - a) / 255)).long()),  # no widening to 0, no eps
+            lambda a, b: (
+                qparams(a, b)[0],
+                torch.floor(-torch.minimum(a, torch.tensor(0.0)) / qparams(a, b)[0]).long(),
+            ),
+        ],
+    ),
+    (
+        checks.check_quantize,
+        lambda x, s, z: quantize(x, s, z),
+        [
+            lambda x, s, z: torch.floor(x / s + 0.5 + z).clamp(0, 255).to(torch.uint8),  # half up, not to even
+            lambda x, s, z: (torch.round(x / s) + z).clamp(0, 255).to(torch.uint8),  # divides instead of 1/scale
+            lambda x, s, z: (torch.round(x * (1 / torch.tensor(s))) + z).to(torch.uint8),  # no clamp: wraps
+            lambda x, s, z: quantize(x, s, z).long(),
+        ],
+    ),  # the right codes as int64, not the promised uint8
+    (
+        checks.check_mse_range,
+        range_search,
+        [
+            lambda x, bits: minmax_range(x),
+            lambda x, bits: percentile_range(x, 99.99),
+            lambda x, bits: range_search(x, bits, symmetric=True),
+        ],
+    ),
+    (
+        checks.check_per_group,
+        lambda w, g, bits: fake_quantize_per_group(w, g, bits=bits),
+        [
+            per_row,
+            lambda w, g, bits: (
+                fake_quantize_per_group(w.transpose(0, -1).contiguous(), g, bits=bits).transpose(0, -1)
+                if w.shape[0] % g == 0
+                else w
+            ),
+            lambda w, g, bits: fake_quantize_per_group(w, g, bits=bits, signed=False, symmetric=False),
+        ],
+    ),
+    (
+        checks.check_nearest_power_of_two,
+        lambda x: log_fake_quantize(x, bits=8, max_exponent=40),
+        [
+            lambda x: torch.sign(x) * torch.exp2(torch.floor(torch.log2(x.abs()))),
+            lambda x: torch.sign(x) * torch.exp2(torch.ceil(torch.log2(x.abs()))),
+        ],
+    ),
+    (
+        checks.check_power_of_two_scale,
+        lambda m, bits: power_of_two_scale(m, bits=bits).item(),
+        [
+            lambda m, bits: 2.0 ** round(math.log2(m / (2 ** (bits - 1) - 1))),
+            lambda m, bits: 2.0 ** math.ceil(math.log2(m / 2 ** (bits - 1))),
+            lambda m, bits: 2.0 ** math.floor(math.log2(m / (2 ** (bits - 1) - 1))),
+        ],
+    ),
+    (
+        checks.check_assign_nearest,
+        assign_to_codebook,
+        [lambda x, c: torch.bucketize(x, c).clamp(max=len(c) - 1), lambda x, c: (x[:, None] - c).argmin(1)],
+    ),
+    (
+        checks.check_lloyd_step,
+        lloyd,
+        [
+            lambda x, c: torch.stack(
+                [
+                    x[assign_to_codebook(x, c) == i].median() if (assign_to_codebook(x, c) == i).any() else c[i]
+                    for i in range(len(c))
+                ]
+            ),
+            lambda x, c: torch.nan_to_num(
+                torch.stack([x[assign_to_codebook(x, c) == i].mean() for i in range(len(c))])
+            ),
+        ],
+    ),
+    (
+        checks.check_int_accumulate,
+        accumulate,
+        [
+            lambda xq, xz, wq, wz: ((xq - xz).int() @ (wq.int() - wz).T).int(),  # uint8 wraps before widening
+            lambda xq, xz, wq, wz: (xq.double() - xz) @ (wq.double() - wz).T,
+        ],
+    ),  # not int32
+    (
+        checks.check_fixed_point_requantize,
+        fixed_point,
+        [
+            lambda a, m, s, z: fixed_point(a, m, s, z, ties="even"),
+            lambda a, m, s, z: ((a.long() * m >> s) + z).clamp(0, 255).to(torch.uint8),  # floor, no rounding
+            lambda a, m, s, z: fixed_point(a, m, s, z, clamp=False),
+            lambda a, m, s, z: (torch.round(a.float() * (m / 2**s)) + z).clamp(0, 255).to(torch.uint8),
+            lambda a, m, s, z: fixed_point(a, m, s, z).long(),
+        ],
+    ),  # the right codes as int64, not uint8
+    (
+        checks.check_requantization_scales,
+        lambda sx, sw, sy: sx * sw / sy,
+        [
+            lambda sx, sw, sy: sw / (sx * sy),
+            lambda sx, sw, sy: sx * sw.max() / sy + 0 * sw,
+            lambda sx, sw, sy: sy / (sx * sw),
+        ],
+    ),
+    (
+        checks.check_keep_in_float_mapping,
+        keep_in_float_mapping,
+        [
+            lambda names: get_default_qconfig_mapping("x86"),  # ignores the names
+            lambda names: QConfigMapping().set_global(None),  # quantizes nothing
+            lambda names: keep_in_float_mapping(names[:1]),
+        ],
+    ),  # only the first name
+    (
+        checks.check_ste_backward,
+        ste_backward,
+        [
+            lambda g, x, s, z, lo, hi: g,  # passes everything
+            lambda g, x, s, z, lo, hi: g * ((x / s + z >= lo) & (x / s + z <= hi)),  # no rounding at the edges
+            lambda g, x, s, z, lo, hi: torch.zeros_like(g),
+        ],
+    ),  # the gradient of round itself
+    (
+        checks.check_fold_batch_norm,
+        fold_batch_norm,
+        [
+            lambda w, b, m, v, g, be, e: (
+                w * (g / torch.sqrt(v))[:, None, None, None],
+                (b - m) * g / torch.sqrt(v) + be,
+            ),
+            lambda w, b, m, v, g, be, e: (
+                w * (g / torch.sqrt(v + e))[:, None, None, None],
+                b * g / torch.sqrt(v + e) + be,
+            ),
+            lambda w, b, m, v, g, be, e: (w * (g / torch.sqrt(v + e)).mean(), (b - m) * g / torch.sqrt(v + e) + be),
+        ],
+    ),
+    (
+        checks.check_dense_layer_fusions,
+        lambda p: [[f"{p}.conv1", f"{p}.norm2", f"{p}.relu2"], [f"{p}.norm1", f"{p}.relu1"]],
+        [
+            lambda p: [[f"{p}.conv1", f"{p}.norm2"], [f"{p}.norm1", f"{p}.relu1"]],  # ReLU left out
+            lambda p: [[f"{p}.conv1", f"{p}.norm2", f"{p}.relu2"]],  # norm1 + relu1 forgotten
+            lambda p: [[f"{p}.norm1", f"{p}.relu1", f"{p}.conv1"]],
+        ],
+    ),  # a pattern fuse_modules does not know
+    (
+        checks.check_pt2e_flow,
+        my_quantize_pt2e,
+        [
+            lambda m, e, b: my_quantize_pt2e(m, e, []),  # no calibration
+            lambda m, e, b: my_quantize_pt2e(m, e, b[:1]),  # one batch only
+            lambda m, e, b: m,
+        ],
+    ),  # not quantized at all
+    (
+        checks.check_ort_weight_scales,
+        lambda w: w.abs().amax(dim=(1, 2, 3)) / 127,
+        [
+            lambda w: w.abs().amax(dim=(1, 2, 3)) / 127.5,  # PyTorch's: codes -128..127 halved
+            lambda w: (w.amax(dim=(1, 2, 3)) - w.amin(dim=(1, 2, 3))) / 255,  # affine
+            lambda w: w.abs().max() / 127 * torch.ones(w.shape[0]),
+        ],
+    ),  # one scale for the tensor
+    (
+        checks.check_fake_quantize_qparams,
+        lambda levels, low, high: ((high - low) / (levels - 1), round(-low / ((high - low) / (levels - 1)))),
+        [
+            lambda levels, low, high: (
+                (high - low) / levels,
+                round(-low * levels / (high - low)),
+            ),  # one level too many
+            lambda levels, low, high: ((high - low) / (levels - 1), 0),  # zero-point always 0
+            lambda levels, low, high: (high / (levels - 1), 0),
+        ],
+    ),  # ignores low
+    (
+        checks.check_saved_megabytes,
+        saved_megabytes,
+        [
+            lambda m, d: sum(p.numel() for p in m.parameters()) * d.itemsize / 1e6,  # forgets the buffers
+            lambda m, d: sum(t.numel() for t in m.state_dict().values()) * d.itemsize / 1e6,  # casts the int64 counter
+            lambda m, d: sum(t.numel() * t.element_size() for t in m.state_dict().values()) / 1e6,
+        ],
+    ),  # ignores dtype
+    (
+        checks.check_choose_precision,
+        choose_precision,
+        [
+            lambda s: "static INT8",
+            lambda s: "dynamic INT8" if s["layers"] == "linear" else "BF16",
+            lambda s: {"conv": "static INT8", "linear": "dynamic INT8"}[s["layers"]],
+        ],
+    ),
+    (
+        checks.check_per_token_scales,
+        lambda x: (x.abs().amax(dim=1) / 127.5).clamp(min=torch.finfo(torch.float32).eps),
+        [
+            lambda x: x.abs().amax(dim=1) / 127,  # LLM.int8()'s 127, not the course's (qmax - qmin) / 2
+            lambda x: x.abs().amax(dim=1) / 127.5,  # a row of zeros gets scale 0
+            lambda x: x.abs().amax(dim=0) / 127.5,  # per channel
+            lambda x: absmax_qparams(x)[0],
+        ],
+    ),  # per tensor
+    (
+        checks.check_smoothing_factors,
+        lambda a, w, alpha: a**alpha / w.abs().amax(dim=0) ** (1 - alpha),
+        [
+            lambda a, w, alpha: a ** (1 - alpha) / w.abs().amax(dim=0) ** alpha,  # exponents swapped
+            lambda a, w, alpha: a**alpha / w.abs().max() ** (1 - alpha),  # one weight maximum for every channel
+            lambda a, w, alpha: a**alpha / w.amax(dim=0) ** (1 - alpha),
+        ],
+    ),  # no magnitude
+    (
+        checks.check_pack_int4,
+        lambda c: (c[0::2] | (c[1::2] << 4)).to(torch.uint8),
+        [
+            lambda c: ((c[0::2] << 4) | c[1::2]).to(torch.uint8),  # high nibble first
+            lambda c: c[0::2].long() + 16 * c[1::2].long(),
+        ],
+    ),  # right bytes, wrong dtype
 ]
 
 

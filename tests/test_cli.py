@@ -42,9 +42,26 @@ def workspace(tmp_path_factory):
 @pytest.fixture(scope="module")
 def quantized(workspace):
     """Run --task quantize once (tiny: 32x32, one calibration batch); return its exit code, output and file."""
-    argv = ["--task", "quantize", "--src_model", str(workspace / "fp32.pth"), "--dst_model",
-            str(workspace / "int8.pt"), "--classes_number", "2", "--mean", MEAN, "--std", STD, "--dataset_path",
-            str(workspace / "dataset"), "--image_size", "32", "--calibration_batches", "1"]
+    argv = [
+        "--task",
+        "quantize",
+        "--src_model",
+        str(workspace / "fp32.pth"),
+        "--dst_model",
+        str(workspace / "int8.pt"),
+        "--classes_number",
+        "2",
+        "--mean",
+        MEAN,
+        "--std",
+        STD,
+        "--dataset_path",
+        str(workspace / "dataset"),
+        "--image_size",
+        "32",
+        "--calibration_batches",
+        "1",
+    ]
     result = subprocess.run([sys.executable, "-m", "qtutor", *argv], capture_output=True, text=True, timeout=600)
     return result, workspace / "int8.pt"
 
@@ -75,8 +92,13 @@ def original_predict(model_path, labels_file, images_path, mean, std):
         for line in handle:
             index, name = line.strip().split(" ")
             labels[int(index)] = name
-    transform = transforms.Compose([transforms.CenterCrop(224), transforms.ToTensor(),
-                                    transforms.Normalize(ast.literal_eval(mean), ast.literal_eval(std))])
+    transform = transforms.Compose(
+        [
+            transforms.CenterCrop(224),
+            transforms.ToTensor(),
+            transforms.Normalize(ast.literal_eval(mean), ast.literal_eval(std)),
+        ]
+    )
     lines = []
     for folder, _, files in os.walk(images_path):
         for file in sorted(files):
@@ -93,8 +115,21 @@ def test_predict_matches_the_original_on_rgb_images(quantized, tmp_path, capsys)
     for i in range(5):
         pixels = (torch.rand(240 + 8 * i, 256, 3, generator=generator) * 255).to(torch.uint8).numpy()
         Image.fromarray(pixels, "RGB").save(tmp_path / f"image_{i}.png")
-    code, out, _ = run(capsys, "--task", "predict", "--dst_model", str(int8), "--labels_file",
-                       str(DIGITS_DIR / "labels.txt"), "--images_path", str(tmp_path), "--mean", MEAN, "--std", STD)
+    code, out, _ = run(
+        capsys,
+        "--task",
+        "predict",
+        "--dst_model",
+        str(int8),
+        "--labels_file",
+        str(DIGITS_DIR / "labels.txt"),
+        "--images_path",
+        str(tmp_path),
+        "--mean",
+        MEAN,
+        "--std",
+        STD,
+    )
     assert code == 0
     ours = out.splitlines()[:-1]
     assert ours == original_predict(int8, DIGITS_DIR / "labels.txt", tmp_path, MEAN, STD)
@@ -103,9 +138,23 @@ def test_predict_matches_the_original_on_rgb_images(quantized, tmp_path, capsys)
 
 def test_predict_handles_every_image_mode_and_skips_non_images(quantized, capsys):
     _, int8 = quantized
-    code, out, err = run(capsys, "--task", "predict", "--dst_model", str(int8), "--labels_file",
-                         str(DIGITS_DIR / "labels.txt"), "--images_path", str(DIGITS_DIR.parent / "samples"),
-                         "--mean", MEAN, "--std", STD, "--image_size", "32")
+    code, out, err = run(
+        capsys,
+        "--task",
+        "predict",
+        "--dst_model",
+        str(int8),
+        "--labels_file",
+        str(DIGITS_DIR / "labels.txt"),
+        "--images_path",
+        str(DIGITS_DIR.parent / "samples"),
+        "--mean",
+        MEAN,
+        "--std",
+        STD,
+        "--image_size",
+        "32",
+    )
     assert code == 0
     lines = out.splitlines()
     assert len(lines) == 11 and COMPLETED in lines[-1]
@@ -113,7 +162,12 @@ def test_predict_handles_every_image_mode_and_skips_non_images(quantized, capsys
         name, label, probability = line.split("\t")
         assert label in ("zero", "one") and 0.5 <= float(probability) <= 1 and len(probability) == 6
     assert {line.split("\t")[0].rsplit("_", 1)[1] for line in lines[:-1]} == {
-        "l.png", "rgb.png", "rgba.png", "p.png", "cmyk.jpg"}
+        "l.png",
+        "rgb.png",
+        "rgba.png",
+        "p.png",
+        "cmyk.jpg",
+    }
     assert "warning: skipped" in err and "notes.txt: not an image" in err
 
 
@@ -160,15 +214,33 @@ def task_argv(task, defaults, overrides):
 
 
 def quantize_args(workspace, **overrides):
-    return task_argv("quantize", {"src_model": workspace / "fp32.pth", "dst_model": workspace / "out" / "new_int8.pt",
-                                  "mean": MEAN, "std": STD, "dataset_path": workspace / "dataset",
-                                  "classes_number": "2"}, overrides)
+    return task_argv(
+        "quantize",
+        {
+            "src_model": workspace / "fp32.pth",
+            "dst_model": workspace / "out" / "new_int8.pt",
+            "mean": MEAN,
+            "std": STD,
+            "dataset_path": workspace / "dataset",
+            "classes_number": "2",
+        },
+        overrides,
+    )
 
 
 def predict_args(int8, **overrides):
-    return task_argv("predict", {"dst_model": int8, "labels_file": DIGITS_DIR / "labels.txt",
-                                 "images_path": DIGITS_DIR.parent / "samples", "mean": MEAN, "std": STD,
-                                 "image_size": "32"}, overrides)
+    return task_argv(
+        "predict",
+        {
+            "dst_model": int8,
+            "labels_file": DIGITS_DIR / "labels.txt",
+            "images_path": DIGITS_DIR.parent / "samples",
+            "mean": MEAN,
+            "std": STD,
+            "image_size": "32",
+        },
+        overrides,
+    )
 
 
 def assert_rejected(capsys, monkeypatch, workspace, argv, message):
@@ -249,23 +321,48 @@ def test_help_has_an_example_for_each_task():
     assert result.returncode == 0
     for task in ("train:", "quantize:", "evaluate:", "predict:", "export:"):
         assert task in result.stdout
-    for flag in ("--src_model", "--dst_model", "--classes_number", "--mean", "--std", "--labels_file",
-                 "--images_path", "--dataset_path", "--int8", "--onnx_model"):
+    for flag in (
+        "--src_model",
+        "--dst_model",
+        "--classes_number",
+        "--mean",
+        "--std",
+        "--labels_file",
+        "--images_path",
+        "--dataset_path",
+        "--int8",
+        "--onnx_model",
+    ):
         assert flag in result.stdout
 
 
 def test_evaluate_prints_the_table(quantized, capsys):
     result, int8 = quantized
-    code, out, _ = run(capsys, "--task", "evaluate", "--src_model", str(int8.parent / "fp32.pth"), "--dst_model",
-                       str(int8), "--mean", MEAN, "--std", STD, "--dataset_path", str(int8.parent / "dataset"),
-                       "--image_size", "32")
+    code, out, _ = run(
+        capsys,
+        "--task",
+        "evaluate",
+        "--src_model",
+        str(int8.parent / "fp32.pth"),
+        "--dst_model",
+        str(int8),
+        "--mean",
+        MEAN,
+        "--std",
+        STD,
+        "--dataset_path",
+        str(int8.parent / "dataset"),
+        "--image_size",
+        "32",
+    )
     assert code == 0
     assert "12 images in" in out and "INT8/FP32: size 0.2" in out
     fp32_line, int8_line = (line for line in out.splitlines() if line.startswith(("FP32 ", "INT8 ")))
     estimate = r"\d+\.\d\d% \[\d+\.\d\d%, \d+\.\d\d%\]"  # a proportion with its 95% interval
     # FP32 against itself: agreement 100% (12 images: the interval's low end is 75.75%), KL exactly 0.
-    assert re.fullmatch(rf"FP32\s+{estimate}\s+100\.00% \[75\.75%, 100\.00%\]\s+0\.00e\+00\s+[\d.]+\s+[\d.]+",
-                        fp32_line), fp32_line
+    assert re.fullmatch(
+        rf"FP32\s+{estimate}\s+100\.00% \[75\.75%, 100\.00%\]\s+0\.00e\+00\s+[\d.]+\s+[\d.]+", fp32_line
+    ), fp32_line
     assert re.fullmatch(rf"INT8\s+{estimate}\s+{estimate}\s+\d\.\d\de[+-]\d\d\s+[\d.]+\s+[\d.]+", int8_line), int8_line
 
 
@@ -277,9 +374,23 @@ def test_train_on_a_custom_dataset_writes_a_loadable_state_dict(workspace, capsy
         (workspace / "dataset" / "val" / name).mkdir(exist_ok=True)
         for path in source.glob("*.png"):
             (workspace / "dataset" / "val" / name / path.name).write_bytes(path.read_bytes())
-    code, out, _ = run(capsys, "--task", "train", "--dst_model", str(target), "--dataset_path",
-                       str(workspace / "dataset"), "--mean", MEAN, "--std", STD, "--image_size", "32",
-                       "--epochs", "1")
+    code, out, _ = run(
+        capsys,
+        "--task",
+        "train",
+        "--dst_model",
+        str(target),
+        "--dataset_path",
+        str(workspace / "dataset"),
+        "--mean",
+        MEAN,
+        "--std",
+        STD,
+        "--image_size",
+        "32",
+        "--epochs",
+        "1",
+    )
     assert code == 0 and "validation accuracy" in out and "after 1 epoch(s)" in out
     state = torch.load(target, weights_only=True)
     assert state["classifier.weight"].shape == (2, 1024)
@@ -290,9 +401,11 @@ def test_a_library_message_names_an_argument_and_the_command_line_its_flag():
     from qtutor.cli import _as_flags, build_parser
 
     parser = build_parser()
-    assert _as_flags("model file m.pth: its classifier has 2 outputs but classes_number=3; expected them to match",
-                     parser) == "model file m.pth: its classifier has 2 outputs but --classes_number 3; expected " \
-                                "them to match"
+    assert (
+        _as_flags("model file m.pth: its classifier has 2 outputs but classes_number=3; expected them to match", parser)
+        == "model file m.pth: its classifier has 2 outputs but --classes_number 3; expected "
+        "them to match"
+    )
     assert _as_flags("std='(0, 1, 1)': expected three non-zero numbers", parser).startswith("--std '(0, 1, 1)'")
     for untouched in ("labels file /tmp/mean=x.txt: cannot be read", "x=3: not a flag", "--dst_model a.pt: exists"):
         assert _as_flags(untouched, parser) == untouched
@@ -300,10 +413,20 @@ def test_a_library_message_names_an_argument_and_the_command_line_its_flag():
 
 # --task export, and .onnx models in predict and evaluate -----------------------------------------------------
 
+
 def export_args(workspace, **overrides):
-    return task_argv("export", {"src_model": workspace / "fp32.pth", "dst_model": workspace / "out" / "new.onnx",
-                                "mean": MEAN, "std": STD, "dataset_path": workspace / "dataset",
-                                "classes_number": "2"}, overrides) + ["--int8"]
+    return task_argv(
+        "export",
+        {
+            "src_model": workspace / "fp32.pth",
+            "dst_model": workspace / "out" / "new.onnx",
+            "mean": MEAN,
+            "std": STD,
+            "dataset_path": workspace / "dataset",
+            "classes_number": "2",
+        },
+        overrides,
+    ) + ["--int8"]
 
 
 EXPORT_ERRORS = [
@@ -326,8 +449,17 @@ def test_export_bad_input(workspace, capsys, monkeypatch, overrides, message):
 
 
 def test_export_fp32_runs_like_the_checkpoint(workspace, tmp_path, capsys):
-    code, out, _ = run(capsys, "--task", "export", "--src_model", str(workspace / "fp32.pth"), "--dst_model",
-                       str(tmp_path / "fp32.onnx"), "--image_size", "32")
+    code, out, _ = run(
+        capsys,
+        "--task",
+        "export",
+        "--src_model",
+        str(workspace / "fp32.pth"),
+        "--dst_model",
+        str(tmp_path / "fp32.onnx"),
+        "--image_size",
+        "32",
+    )
     assert code == 0 and "FP32 ONNX for 32x32 images, any batch size" in out
     images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
@@ -348,8 +480,20 @@ def course_int8(tmp_path_factory):
     """The shipped course model made INT8 twice: FX TorchScript (--task quantize), ONNX QDQ (--task export --int8)."""
     root = tmp_path_factory.mktemp("course_int8")
     shutil.copyfile(course_checkpoint(), root / "fp32.pth")
-    common = ["--src_model", root / "fp32.pth", "--classes_number", "10", "--mean", MEAN, "--std", STD,
-              "--dataset_path", DIGITS_DIR, "--image_size", "64"]
+    common = [
+        "--src_model",
+        root / "fp32.pth",
+        "--classes_number",
+        "10",
+        "--mean",
+        MEAN,
+        "--std",
+        STD,
+        "--dataset_path",
+        DIGITS_DIR,
+        "--image_size",
+        "64",
+    ]
     quiet_main("--task", "quantize", "--dst_model", root / "int8.pt", *common)
     printed = quiet_main("--task", "export", "--dst_model", root / "int8.onnx", "--int8", *common)
     return root, printed
@@ -365,9 +509,23 @@ def test_export_int8_writes_a_quarter_size_qdq_model(course_int8):
 
 def predictions(capsys, model, folder) -> dict[str, str]:
     """--task predict on every image in ``folder``: {file name: class name}."""
-    code, out, _ = run(capsys, "--task", "predict", "--dst_model", str(model), "--labels_file",
-                       str(DIGITS_DIR / "labels.txt"), "--images_path", str(folder), "--mean", MEAN, "--std", STD,
-                       "--image_size", "64")
+    code, out, _ = run(
+        capsys,
+        "--task",
+        "predict",
+        "--dst_model",
+        str(model),
+        "--labels_file",
+        str(DIGITS_DIR / "labels.txt"),
+        "--images_path",
+        str(folder),
+        "--mean",
+        MEAN,
+        "--std",
+        STD,
+        "--image_size",
+        "64",
+    )
     assert code == 0
     lines = [line.split("\t") for line in out.splitlines()[:-1]]
     assert all(len(fields) == 3 and len(fields[2]) == 6 for fields in lines)  # the same output format
@@ -394,9 +552,27 @@ def test_evaluate_puts_the_onnx_model_beside_the_torchscript_one(course_int8, tm
         (tmp_path / "test" / digit).mkdir(parents=True)
         for path in sorted((DIGITS_DIR / "test" / digit).glob("*.png"))[:10]:
             shutil.copyfile(path, tmp_path / "test" / digit / path.name)
-    code, out, _ = run(capsys, "--task", "evaluate", "--src_model", str(root / "fp32.pth"), "--dst_model",
-                       str(root / "int8.pt"), "--onnx_model", str(root / "int8.onnx"), "--classes_number", "10",
-                       "--mean", MEAN, "--std", STD, "--dataset_path", str(tmp_path), "--image_size", "64")
+    code, out, _ = run(
+        capsys,
+        "--task",
+        "evaluate",
+        "--src_model",
+        str(root / "fp32.pth"),
+        "--dst_model",
+        str(root / "int8.pt"),
+        "--onnx_model",
+        str(root / "int8.onnx"),
+        "--classes_number",
+        "10",
+        "--mean",
+        MEAN,
+        "--std",
+        STD,
+        "--dataset_path",
+        str(tmp_path),
+        "--image_size",
+        "64",
+    )
     assert code == 0
     rows = [line.split()[0:2] for line in out.splitlines() if line.startswith(("FP32 ", "INT8 ", "ONNX INT8 "))]
     assert [r[0] for r in rows] == ["FP32", "INT8", "ONNX"], out
@@ -407,8 +583,18 @@ def test_predict_refuses_an_onnx_model_for_another_image_size(course_int8, works
     root, _ = course_int8
     (workspace / "out").mkdir(exist_ok=True)
     shutil.copyfile(root / "int8.onnx", workspace / "out" / "int8_64.onnx")
-    assert_rejected(capsys, monkeypatch, workspace, predict_args(workspace / "out" / "int8_64.onnx"),
-                    "takes 64x64 images but the preprocessing gives 32x32; expected --image_size 64")
+    assert_rejected(
+        capsys,
+        monkeypatch,
+        workspace,
+        predict_args(workspace / "out" / "int8_64.onnx"),
+        "takes 64x64 images but the preprocessing gives 32x32; expected --image_size 64",
+    )
     (workspace / "garbage.onnx").write_bytes(b"not a model")
-    assert_rejected(capsys, monkeypatch, workspace, predict_args(workspace / "garbage.onnx"),
-                    "--dst_model " + str(workspace / "garbage.onnx") + ": not an ONNX model ONNX Runtime can load")
+    assert_rejected(
+        capsys,
+        monkeypatch,
+        workspace,
+        predict_args(workspace / "garbage.onnx"),
+        "--dst_model " + str(workspace / "garbage.onnx") + ": not an ONNX model ONNX Runtime can load",
+    )

@@ -24,13 +24,16 @@ def test_parse_triple_reads_a_tuple_literal():
     assert parse_triple("[1, 2, 3]", "std", nonzero=True) == (1.0, 2.0, 3.0)
 
 
-@pytest.mark.parametrize("text,message", [
-    ("0.5", "mean='0.5': expected a tuple of three numbers"),
-    ("(0.5, 0.5)", "mean='(0.5, 0.5)': expected a tuple of three numbers"),
-    ("(a, b, c)", "mean='(a, b, c)': expected a tuple of three numbers"),
-    ("(True, 0.5, 0.5)", "mean='(True, 0.5, 0.5)': expected a tuple of three numbers"),
-    ("(float('nan'), 1, 1)", "expected a tuple of three numbers"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("0.5", "mean='0.5': expected a tuple of three numbers"),
+        ("(0.5, 0.5)", "mean='(0.5, 0.5)': expected a tuple of three numbers"),
+        ("(a, b, c)", "mean='(a, b, c)': expected a tuple of three numbers"),
+        ("(True, 0.5, 0.5)", "mean='(True, 0.5, 0.5)': expected a tuple of three numbers"),
+        ("(float('nan'), 1, 1)", "expected a tuple of three numbers"),
+    ],
+)
 def test_parse_triple_names_the_argument_not_a_flag(text, message):
     with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")) as caught:
         parse_triple(text, "mean")
@@ -49,12 +52,15 @@ def test_read_labels(tmp_path):
     assert read_labels(DIGITS_DIR / "labels.txt", 10)[9] == "nine"
 
 
-@pytest.mark.parametrize("text,classes,message", [
-    ("0 cat\ndog\n", 2, r"line 2 'dog': expected 'index class_name'"),
-    ("0 cat\n0 dog\n", 2, "index 0 appears twice"),
-    ("0 cat\n", 2, "no label for class index 1"),
-    ("x cat\n", 1, r"line 1 'x cat': expected 'index class_name'"),
-])
+@pytest.mark.parametrize(
+    "text,classes,message",
+    [
+        ("0 cat\ndog\n", 2, r"line 2 'dog': expected 'index class_name'"),
+        ("0 cat\n0 dog\n", 2, "index 0 appears twice"),
+        ("0 cat\n", 2, "no label for class index 1"),
+        ("x cat\n", 1, r"line 1 'x cat': expected 'index class_name'"),
+    ],
+)
 def test_read_labels_refuses_bad_files(tmp_path, text, classes, message):
     path = tmp_path / "labels.txt"
     path.write_text(text)
@@ -76,8 +82,9 @@ def image_folder(root, per_class: int = 2, corrupt: bool = False):
 
 
 def test_checked_image_folder_skips_and_counts_unreadable_images(tmp_path, recwarn):
-    dataset, skipped = checked_image_folder(image_folder(tmp_path / "set", corrupt=True), image_transform(
-        (0.5,) * 3, (0.25,) * 3, 16))
+    dataset, skipped = checked_image_folder(
+        image_folder(tmp_path / "set", corrupt=True), image_transform((0.5,) * 3, (0.25,) * 3, 16)
+    )
     assert skipped == 1 and len(dataset) == 4 and dataset.targets == [0, 0, 1, 1]
     assert dataset[0][0].shape == (3, 16, 16)
     assert not recwarn.list  # it returns the count; the caller reports it

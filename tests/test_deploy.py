@@ -23,12 +23,15 @@ def megabytes(quantity: str) -> float:
 
 def test_memory_limit_holds_the_heaviest_notebook_and_a_concept_notebook_beside_it():
     heaviest = max(notebook["peak MB"] for notebook in COURSE)
-    concept = max(notebook["peak MB"] for notebook in COURSE if notebook["notebook"][:2] in {"00", "01", "02", "03",
-                                                                                              "04", "05"})
+    concept = max(
+        notebook["peak MB"] for notebook in COURSE if notebook["notebook"][:2] in {"00", "01", "02", "03", "04", "05"}
+    )
     needed = heaviest + concept + SERVER_MB
     limit = megabytes(VALUES["singleuser"]["memory"]["limit"])
-    assert limit >= needed, (f"singleuser.memory.limit {limit:.0f} MB is below the {needed:.0f} MB the measured "
-                             "course needs (benchmarks/results/course.json); raise it and the sizing notes")
+    assert limit >= needed, (
+        f"singleuser.memory.limit {limit:.0f} MB is below the {needed:.0f} MB the measured "
+        "course needs (benchmarks/results/course.json); raise it and the sizing notes"
+    )
     assert megabytes(VALUES["singleuser"]["memory"]["guarantee"]) <= limit
 
 

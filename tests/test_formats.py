@@ -105,11 +105,14 @@ def test_fp8_levels_and_table_come_from_finfo():
     assert (rows["E5M2"]["exponent_bits"], rows["E5M2"]["mantissa_bits"], rows["E5M2"]["bias"]) == (5, 2, 15)
 
 
-@pytest.mark.parametrize("call,message", [
-    (lambda: fp8_encode(torch.tensor([float("nan")])), "x contains NaN"),
-    (lambda: fp8_decode(torch.tensor([256])), "expected integers from 0 to 255"),
-    (lambda: fp8_levels("E2M5"), "format 'E2M5': expected one of"),
-])
+@pytest.mark.parametrize(
+    "call,message",
+    [
+        (lambda: fp8_encode(torch.tensor([float("nan")])), "x contains NaN"),
+        (lambda: fp8_decode(torch.tensor([256])), "expected integers from 0 to 255"),
+        (lambda: fp8_levels("E2M5"), "format 'E2M5': expected one of"),
+    ],
+)
 def test_fp8_bad_input(call, message):
     with pytest.raises(ValueError, match=message):
         call()

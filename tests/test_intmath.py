@@ -31,16 +31,24 @@ def test_int_linear_matches_qnnpack(per_channel):
     with quantized_engine("qnnpack"):
         for trial in range(20):
             layer = nnq.Linear(48, 24)
-            layer.set_weight_bias(quantized_weight((24, 48), per_channel, generator),
-                                  torch.randn(24, generator=generator))
+            layer.set_weight_bias(
+                quantized_weight((24, 48), per_channel, generator), torch.randn(24, generator=generator)
+            )
             layer.scale, layer.zero_point = 0.02 + trial * 0.01, 40 + trial
             x_scale, x_zero_point = 0.03 + trial * 0.002, 100 + trial
             x = torch.randn(16, 48, generator=generator)
             x_q = torch.quantize_per_tensor(x, x_scale, x_zero_point, torch.quint8)
             expected = layer(x_q).int_repr()
             p = module_params(layer, x_scale)
-            got = int_linear(x_q.int_repr(), x_zero_point, p["w_q"], p["w_zero_point"], p["bias_q"],
-                             p["multiplier"], p["y_zero_point"])
+            got = int_linear(
+                x_q.int_repr(),
+                x_zero_point,
+                p["w_q"],
+                p["w_zero_point"],
+                p["bias_q"],
+                p["multiplier"],
+                p["y_zero_point"],
+            )
             assert got.equal(expected)
 
 
@@ -51,16 +59,27 @@ def test_int_conv2d_matches_qnnpack(per_channel, stride, padding):
     with quantized_engine("qnnpack"):
         for trial in range(6):
             conv = nnq.Conv2d(6, 10, 3, stride=stride, padding=padding)
-            conv.set_weight_bias(quantized_weight((10, 6, 3, 3), per_channel, generator),
-                                 torch.randn(10, generator=generator) * 0.1)
+            conv.set_weight_bias(
+                quantized_weight((10, 6, 3, 3), per_channel, generator), torch.randn(10, generator=generator) * 0.1
+            )
             conv.scale, conv.zero_point = 0.05 + trial * 0.01, 60 + trial
             x_scale, x_zero_point = 0.03, 120
-            x_q = torch.quantize_per_tensor(torch.randn(2, 6, 9, 9, generator=generator), x_scale, x_zero_point,
-                                            torch.quint8)
+            x_q = torch.quantize_per_tensor(
+                torch.randn(2, 6, 9, 9, generator=generator), x_scale, x_zero_point, torch.quint8
+            )
             expected = conv(x_q).int_repr()
             p = module_params(conv, x_scale)
-            got = int_conv2d(x_q.int_repr(), x_zero_point, p["w_q"], p["w_zero_point"], p["bias_q"],
-                             p["multiplier"], p["y_zero_point"], stride=stride, padding=padding)
+            got = int_conv2d(
+                x_q.int_repr(),
+                x_zero_point,
+                p["w_q"],
+                p["w_zero_point"],
+                p["bias_q"],
+                p["multiplier"],
+                p["y_zero_point"],
+                stride=stride,
+                padding=padding,
+            )
             assert got.equal(expected)
 
 
@@ -74,8 +93,17 @@ def test_int_conv2d_with_dilation_matches_qnnpack(dilation, padding):
         x_q = torch.quantize_per_tensor(torch.randn(2, 4, 11, 13, generator=generator), 0.03, 120, torch.quint8)
         expected = conv(x_q).int_repr()
     p = module_params(conv, 0.03)
-    got = int_conv2d(x_q.int_repr(), 120, p["w_q"], p["w_zero_point"], p["bias_q"], p["multiplier"],
-                     p["y_zero_point"], padding=padding, dilation=dilation)
+    got = int_conv2d(
+        x_q.int_repr(),
+        120,
+        p["w_q"],
+        p["w_zero_point"],
+        p["bias_q"],
+        p["multiplier"],
+        p["y_zero_point"],
+        padding=padding,
+        dilation=dilation,
+    )
     assert got.shape == expected.shape and got.equal(expected)
 
 
@@ -107,7 +135,7 @@ def gemmlowp_reference(acc: int, m0: int, right_shift: int) -> int:
 
 def test_requantize_is_gemmlowp_fixed_point():
     generator = torch.Generator().manual_seed(5)
-    acc = torch.cat([torch.randint(-2**24, 2**24, (3000,), generator=generator), torch.arange(-300, 300)])
+    acc = torch.cat([torch.randint(-(2**24), 2**24, (3000,), generator=generator), torch.arange(-300, 300)])
     for multiplier in (0.0025, 0.00097, 0.3, 0.7071):
         m0, shift = fixed_point_multiplier(multiplier)
         expected = torch.tensor([gemmlowp_reference(a, m0.item(), shift.item() - 31) for a in acc.tolist()])
@@ -157,13 +185,22 @@ def test_int_linear_requantizers_agree_within_one_code(requantizer):
         x_q = torch.quantize_per_tensor(torch.randn(64, 48, generator=generator), 0.03, 120, torch.quint8)
         expected = layer(x_q).int_repr()
     p = module_params(layer, 0.03)
-    got = int_linear(x_q.int_repr(), 120, p["w_q"], p["w_zero_point"], p["bias_q"], p["multiplier"],
-                     p["y_zero_point"], requantizer=requantizer)
+    got = int_linear(
+        x_q.int_repr(),
+        120,
+        p["w_q"],
+        p["w_zero_point"],
+        p["bias_q"],
+        p["multiplier"],
+        p["y_zero_point"],
+        requantizer=requantizer,
+    )
     difference = (got.to(torch.int32) - expected.to(torch.int32)).abs()
     assert difference.max() <= 1 and (requantizer == "fixed_point" or difference.max() == 0)
     with pytest.raises(ValueError, match="requantizer='double'"):
-        int_linear(x_q.int_repr(), 120, p["w_q"], p["w_zero_point"], p["bias_q"], p["multiplier"], 0,
-                   requantizer="double")
+        int_linear(
+            x_q.int_repr(), 120, p["w_q"], p["w_zero_point"], p["bias_q"], p["multiplier"], 0, requantizer="double"
+        )
 
 
 def test_bad_multiplier_and_engine():
@@ -214,8 +251,16 @@ def test_quantize_module_matches_float_within_a_step(engine):
     assert (out.dequantize() - expected).abs().max() <= 2 * conv.scale
     if engine == "qnnpack":
         p = module_params(conv, x_scale)
-        ours = int_conv2d(x_q.int_repr(), x_zero_point, p["w_q"], p["w_zero_point"], p["bias_q"], p["multiplier"],
-                          p["y_zero_point"], padding=1)
+        ours = int_conv2d(
+            x_q.int_repr(),
+            x_zero_point,
+            p["w_q"],
+            p["w_zero_point"],
+            p["bias_q"],
+            p["multiplier"],
+            p["y_zero_point"],
+            padding=1,
+        )
         assert ours.equal(out.int_repr())
     with pytest.raises(ValueError, match="expected torch.nn.Linear or torch.nn.Conv2d"):
         quantize_module(torch.nn.ReLU(), images)

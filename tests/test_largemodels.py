@@ -52,8 +52,9 @@ def test_absmax_quantization_is_pytorchs_symmetric_qint8(axis):
         observer(x)
         reference = torch.fake_quantize_per_tensor_affine(x, scale.item(), 0, -128, 127)
     else:
-        observer = torch.ao.quantization.PerChannelMinMaxObserver(ch_axis=0, dtype=torch.qint8,
-                                                                  qscheme=torch.per_channel_symmetric)
+        observer = torch.ao.quantization.PerChannelMinMaxObserver(
+            ch_axis=0, dtype=torch.qint8, qscheme=torch.per_channel_symmetric
+        )
         observer(x)
         reference = torch.fake_quantize_per_channel_affine(x, scale, zero_point.int(), 0, -128, 127)
     assert torch.equal(scale.reshape(-1), observer.calculate_qparams()[0].reshape(-1))
@@ -129,11 +130,14 @@ def test_smoothquant_repairs_per_tensor_int8():
     assert after < before / 10
 
 
-@pytest.mark.parametrize("bad,message", [
-    (dict(act_absmax=torch.ones(5)), "expected 96 non-negative values"),
-    (dict(act_absmax=-torch.ones(96)), "expected 96 non-negative values"),
-    (dict(alpha=1.5), "alpha=1.5: expected a migration strength from 0 to 1"),
-])
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        (dict(act_absmax=torch.ones(5)), "expected 96 non-negative values"),
+        (dict(act_absmax=-torch.ones(96)), "expected 96 non-negative values"),
+        (dict(alpha=1.5), "alpha=1.5: expected a migration strength from 0 to 1"),
+    ],
+)
 def test_smoothing_factors_refuse_bad_input(bad, message):
     arguments = dict(act_absmax=torch.ones(96), weight=weight(), alpha=0.5) | bad
     with pytest.raises(ValueError, match=message):
@@ -202,8 +206,9 @@ def test_quant_linear_forward_is_linear_with_the_dequantized_weight():
 
 
 def test_quantize_linears_replaces_every_linear():
-    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(),
-                                torch.nn.Sequential(torch.nn.Linear(32, 10, bias=False)))
+    model = torch.nn.Sequential(
+        torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Sequential(torch.nn.Linear(32, 10, bias=False))
+    )
     quantized = quantize_linears(model, 32)
     assert isinstance(quantized[0], QuantLinear) and isinstance(quantized[2][0], QuantLinear)
     assert isinstance(model[0], torch.nn.Linear)  # the original is untouched

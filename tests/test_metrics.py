@@ -42,8 +42,12 @@ def outputs(seed, count=200, classes=10):
 
 def test_kl_divergence_equals_pytorchs_kl_div():
     p, q = outputs(0), outputs(1)
-    expected = torch.nn.functional.kl_div(torch.log_softmax(q.logits.double(), 1), torch.log_softmax(
-        p.logits.double(), 1), log_target=True, reduction="batchmean")
+    expected = torch.nn.functional.kl_div(
+        torch.log_softmax(q.logits.double(), 1),
+        torch.log_softmax(p.logits.double(), 1),
+        log_target=True,
+        reduction="batchmean",
+    )
     assert metrics.kl_divergence(p, q) == pytest.approx(expected.item(), rel=1e-12)
     assert metrics.kl_divergence(p, p) == 0.0 and metrics.kl_divergence(p, q) > 0
 
@@ -123,8 +127,9 @@ def test_layer_sensitivity_isolates_each_layer(tiny_int8, tiny_fx):
 
 def test_time_in_turns_takes_turns_after_warming_up():
     calls = []
-    timings = metrics.time_in_turns({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
-                                    repeats=3, warmup=2)
+    timings = metrics.time_in_turns(
+        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=3, warmup=2
+    )
     assert calls == ["a", "a", "b", "b"] + ["a", "b"] * 3
     assert set(timings) == {"a", "b"} and len(timings["a"].times_ms) == 3
     low, high = timings["a"].iqr

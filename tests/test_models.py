@@ -90,8 +90,9 @@ def test_layer_outputs_copies_each_output_before_an_in_place_relu_overwrites_it(
 def test_layer_outputs_in_float64_are_float32_tensors_that_do_not_depend_on_the_thread_count():
     from qtutor.models import layer_outputs
 
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3), torch.nn.BatchNorm2d(16), torch.nn.ReLU(inplace=True),
-                                torch.nn.Conv2d(16, 8, 3)).eval()
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3), torch.nn.BatchNorm2d(16), torch.nn.ReLU(inplace=True), torch.nn.Conv2d(16, 8, 3)
+    ).eval()
     inputs = torch.randn(4, 3, 20, 20)
     threads = torch.get_num_threads()
     try:
@@ -109,8 +110,9 @@ def test_layer_outputs_in_float64_are_float32_tensors_that_do_not_depend_on_the_
 
 def tiny_builder(classes_number):
     """A stand-in for build_densenet with a 'classifier', so load_checkpoint can be tested in milliseconds."""
-    return torch.nn.Sequential(collections.OrderedDict(features=torch.nn.Linear(4, 8),
-                                                       classifier=torch.nn.Linear(8, classes_number)))
+    return torch.nn.Sequential(
+        collections.OrderedDict(features=torch.nn.Linear(4, 8), classifier=torch.nn.Linear(8, classes_number))
+    )
 
 
 class RunsCode:
@@ -125,14 +127,17 @@ def test_load_checkpoint_loads_a_state_dict_in_eval_mode(tmp_path):
     assert not loaded.training and torch.equal(loaded.classifier.weight, trained.classifier.weight)
 
 
-@pytest.mark.parametrize("content,message", [
-    (None, "does not exist; expected a DenseNet-121 state_dict"),
-    (b"not a checkpoint", "not a readable PyTorch file"),
-    ([torch.zeros(2)], "holds a list, not a state_dict of tensors"),
-    ({"classifier.weight": RunsCode()}, "holds code or objects that weights_only loading refuses"),
-    ({"features.weight": torch.zeros(8, 4)}, "not a Sequential state_dict"),
-    ("classes", "its classifier has 3 outputs but classes_number=2; expected them to match"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        (None, "does not exist; expected a DenseNet-121 state_dict"),
+        (b"not a checkpoint", "not a readable PyTorch file"),
+        ([torch.zeros(2)], "holds a list, not a state_dict of tensors"),
+        ({"classifier.weight": RunsCode()}, "holds code or objects that weights_only loading refuses"),
+        ({"features.weight": torch.zeros(8, 4)}, "not a Sequential state_dict"),
+        ("classes", "its classifier has 3 outputs but classes_number=2; expected them to match"),
+    ],
+)
 def test_load_checkpoint_refuses_bad_files_naming_arguments_not_flags(tmp_path, capsys, content, message):
     path = tmp_path / "model.pth"
     if isinstance(content, bytes):

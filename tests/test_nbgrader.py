@@ -35,14 +35,20 @@ BIN = Path(sys.executable).parent  # nbgrader, and the alembic it runs as a subp
 
 def nbgrader(folder: Path, *args: str, timeout: float = 120, **environment: str) -> str:
     """Run ``nbgrader ARGS`` in ``folder``; fail the test with its log when it fails."""
-    environment = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-                   "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-                   **environment}
-    result = subprocess.run([str(BIN / "nbgrader"), *args], cwd=folder, env=environment, text=True,
-                            capture_output=True, timeout=timeout)
+    environment = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        **environment,
+    }
+    result = subprocess.run(
+        [str(BIN / "nbgrader"), *args], cwd=folder, env=environment, text=True, capture_output=True, timeout=timeout
+    )
     if result.returncode != 0:
-        pytest.fail(f"nbgrader {' '.join(args)} exited with {result.returncode}:\n{result.stdout[-3000:]}"
-                    f"\n{result.stderr[-5000:]}")
+        pytest.fail(
+            f"nbgrader {' '.join(args)} exited with {result.returncode}:\n{result.stdout[-3000:]}"
+            f"\n{result.stderr[-5000:]}"
+        )
     return result.stdout + result.stderr
 
 
@@ -97,8 +103,9 @@ def test_make_student_gives_the_same_cells_as_nbgrader(course):
     for path in NOTEBOOKS:
         release = released(course, path.stem)
         student = student_notebook(tagged_source(course, path.stem))
-        assert [(c.cell_type, c.source) for c in release.cells] == \
-               [(c["cell_type"], c["source"]) for c in student["cells"]], f"{path.name} differs"
+        assert [(c.cell_type, c.source) for c in release.cells] == [
+            (c["cell_type"], c["source"]) for c in student["cells"]
+        ], f"{path.name} differs"
 
 
 def hand_out_and_collect(course: Path, stem: str, tmp_path: Path) -> str:
@@ -138,8 +145,10 @@ def test_autograde_gives_full_points_to_the_solutions_and_zero_to_an_empty_submi
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}", "qtutor") as gradebook:
         for stem in AUTOGRADED:
             checks = len(exercises(tagged_source(course, stem)))
-            scores = {student: gradebook.find_submission_notebook(stem, stem, student)
-                      for student in [*submitted, *([exchanged] if stem == AUTOGRADED[0] else [])]}
+            scores = {
+                student: gradebook.find_submission_notebook(stem, stem, student)
+                for student in [*submitted, *([exchanged] if stem == AUTOGRADED[0] else [])]
+            }
             assert all(notebook.max_score == checks >= 2 for notebook in scores.values())
             unanswered = scores["unanswered"].score
             assert unanswered == 0, f"{stem}: an unanswered notebook scored {unanswered}"

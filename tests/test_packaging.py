@@ -39,17 +39,38 @@ def test_a_wheel_ships_no_data_and_says_how_to_get_it(tmp_path):
     (source / "qtutor").mkdir()
     for path in (ROOT / "qtutor").glob("*.py"):
         (source / "qtutor" / path.name).write_bytes(path.read_bytes())
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                            "--no-index", "--wheel-dir", str(tmp_path / "dist"), str(source)],
-                           capture_output=True, text=True, timeout=300)
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--wheel-dir",
+            str(tmp_path / "dist"),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert built.returncode == 0, built.stderr
     (wheel,) = (tmp_path / "dist").glob("qtutor-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "qtutor/_validate.py" in names and not any(name.startswith("data/") or ".png" in name for name in names)
     zipfile.ZipFile(wheel).extractall(tmp_path / "site")
     environment = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "QTUTOR_DATA")}
-    result = subprocess.run([sys.executable, "-c", IMPORT_FROM_WHEEL, str(tmp_path / "site")], cwd=tmp_path,
-                            env=environment, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORT_FROM_WHEEL, str(tmp_path / "site")],
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     codes, message = result.stdout.splitlines()
     assert codes == "[2]"

@@ -39,13 +39,16 @@ def test_shape_is_kept_by_the_caller():
     assert torch.equal(unpack(pack(codes, 4), 4, codes.numel()).view(3, 5).long(), codes)
 
 
-@pytest.mark.parametrize("codes,bits,signed,message", [
-    (torch.tensor([16]), 4, False, "codes span 16..16: expected 0..15"),
-    (torch.tensor([-1]), 4, False, "expected 0..15"),
-    (torch.tensor([8]), 4, True, "expected -8..7 for signed 4-bit codes"),
-    (torch.tensor([1.0]), 4, False, "expected an integer tensor"),
-    (torch.tensor([1]), 0, False, "bits=0: expected a whole number from 1 to 8"),
-])
+@pytest.mark.parametrize(
+    "codes,bits,signed,message",
+    [
+        (torch.tensor([16]), 4, False, "codes span 16..16: expected 0..15"),
+        (torch.tensor([-1]), 4, False, "expected 0..15"),
+        (torch.tensor([8]), 4, True, "expected -8..7 for signed 4-bit codes"),
+        (torch.tensor([1.0]), 4, False, "expected an integer tensor"),
+        (torch.tensor([1]), 0, False, "bits=0: expected a whole number from 1 to 8"),
+    ],
+)
 def test_bad_codes_are_refused(codes, bits, signed, message):
     with pytest.raises(ValueError, match=message):
         pack(codes, bits, signed=signed)

@@ -33,14 +33,23 @@ def test_feed_forward_has_two_linear_layers_of_8_d_squared_weights():
 
 @pytest.mark.filterwarnings("ignore:In CPU autocast, but the target dtype is not supported")  # float32, on purpose
 def test_recorder_sees_bf16_matrix_work_and_fp32_weights_cast_each_call():
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
-                                torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 5)).eval()
-    rows = {(r["operation"], r["inputs"], r["output"]): r["calls"] for r in dtypes_under_autocast(
-        model, torch.randn(2, 3, 8, 8))}
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * 6 * 6, 5),
+    ).eval()
+    rows = {
+        (r["operation"], r["inputs"], r["output"]): r["calls"]
+        for r in dtypes_under_autocast(model, torch.randn(2, 3, 8, 8))
+    }
     assert rows[("convolution", "bfloat16", "bfloat16")] == 1
     assert rows[("addmm", "bfloat16", "bfloat16")] == 1
     assert rows[("_to_copy", "float32", "bfloat16")] >= 4  # input, conv weight and bias, linear weight, ...
     assert ("native_batch_norm", "bfloat16 + float32", "bfloat16") in rows
-    float_run = {(r["operation"], r["output"]) for r in dtypes_under_autocast(
-        model, torch.randn(2, 3, 8, 8), dtype=torch.float32)}
+    float_run = {
+        (r["operation"], r["output"])
+        for r in dtypes_under_autocast(model, torch.randn(2, 3, 8, 8), dtype=torch.float32)
+    }
     assert ("convolution", "float32") in float_run  # the recorder reports what ran, not a fixed list

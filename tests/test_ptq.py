@@ -48,7 +48,7 @@ def test_quantized_layers_table(flow):
 
 
 def test_simulated_bits(flow):
-    model, loader, example, *_ , images = flow
+    model, loader, example, *_, images = flow
     errors = {}
     for bits in (8, 4, 2):
         simulated = ptq.simulate(model, ptq.fake_quant_mapping(bits), loader, example, batches=None)
@@ -95,10 +95,14 @@ def test_x86_mapping_is_pytorchs_default_and_rejects_unknown():
 def test_weight_and_activation_bits_are_set_apart(flow):
     model, loader, example, *_ = flow
     simulated = ptq.simulate(model, ptq.fake_quant_mapping(4, 8, observer="minmax"), loader, example, batches=2)
-    weight_ranges = {(m.weight_fake_quant.quant_min, m.weight_fake_quant.quant_max)
-                     for m in simulated.modules() if hasattr(m, "weight_fake_quant")}
-    activation_ranges = {(m.quant_min, m.quant_max) for n, m in simulated.named_children()
-                         if n.startswith("activation_post_process_")}
+    weight_ranges = {
+        (m.weight_fake_quant.quant_min, m.weight_fake_quant.quant_max)
+        for m in simulated.modules()
+        if hasattr(m, "weight_fake_quant")
+    }
+    activation_ranges = {
+        (m.quant_min, m.quant_max) for n, m in simulated.named_children() if n.startswith("activation_post_process_")
+    }
     assert weight_ranges == {(-7, 7)} and activation_ranges == {(0, 255)}
 
 
@@ -135,8 +139,14 @@ def test_per_channel_mse_observer_beats_min_max_per_channel():
 
 def test_keep_in_float_leaves_the_named_layer_unquantized(flow):
     model, loader, example, *_ = flow
-    converted = ptq.quantize_fx(model, loader, example, batches=2, progress=False,
-                                qconfig_mapping=ptq.keep_in_float(ptq.x86_mapping(), ["layer"]))
+    converted = ptq.quantize_fx(
+        model,
+        loader,
+        example,
+        batches=2,
+        progress=False,
+        qconfig_mapping=ptq.keep_in_float(ptq.x86_mapping(), ["layer"]),
+    )
     assert type(converted.layer) is torch.nn.Conv2d  # FP32, between a dequantize and a quantize
     assert type(converted.stem).__module__.startswith("torch.ao.nn.intrinsic.quantized")
 
@@ -162,12 +172,17 @@ def test_layer_figure_uses_each_rows_code_range(flow):
     zero_point = min(full[0]["zero_point"], 127)
     half = [dict(full[0], quant_min=0, quant_max=127, zero_point=zero_point)]  # as reduce_range plans it
     signed = [dict(full[0], quant_min=-128, quant_max=127, zero_point=zero_point - 128)]
-    drawn = {name: layer_figure(activations, rows, layer="stem") for name, rows in
-             (("full", full), ("half", half), ("signed", signed))}
+    drawn = {
+        name: layer_figure(activations, rows, layer="stem")
+        for name, rows in (("full", full), ("half", half), ("signed", signed))
+    }
     stats = {name: result[1] for name, result in drawn.items()}
     assert (stats["full"]["codes"], stats["half"]["codes"], stats["signed"]["codes"]) == (256, 128, 256)
     assert [figure.axes[1].get_xlabel() for figure, _ in drawn.values()] == [
-        "code (0..255)", "code (0..127)", "code (-128..127)"]
+        "code (0..255)",
+        "code (0..127)",
+        "code (-128..127)",
+    ]
     assert stats["half"]["codes_used"] <= stats["full"]["codes_used"] and stats["half"]["clipped"] >= 0
     assert stats["signed"]["codes_used"] == stats["full"]["codes_used"]  # the same grid, its codes shifted by 128
     assert stats["signed"]["clipped"] == stats["full"]["clipped"]

@@ -33,12 +33,14 @@ def test_plain_round_has_no_gradient_but_ste_does():
 
 
 def test_qat_fine_tuning_lowers_the_loss_at_4_bits():
-    model = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(),
-                                torch.nn.Linear(8 * 6 * 6, 2))
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(8 * 6 * 6, 2)
+    )
     images = torch.randn(64, 1, 8, 8)
     targets = (images.mean((1, 2, 3)) > 0).long()
-    loader = DataLoader(TensorDataset(images, targets), batch_size=16, shuffle=True,
-                        generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(
+        TensorDataset(images, targets), batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(0)
+    )
     prepared = prepare_qat(model, (images[:1],), bits=4)
     assert not any(hasattr(m, "qconfig") for m in model.modules()), "the model itself must stay untouched"
     losses = fine_tune(prepared, loader, epochs=4, learning_rate=1e-2)

@@ -25,8 +25,14 @@ def built(tmp_path_factory):
     deploy.quantize_onnx(folder / "fp32.onnx", folder / "int8.onnx", batches)
     openvino_fp32 = deploy.to_openvino(folder / "fp32.onnx")
     openvino_int8 = deploy.quantize_openvino(openvino_fp32, batches)
-    return dict(folder=folder, model=model, images=images, batches=batches, openvino_fp32=openvino_fp32,
-                openvino_int8=openvino_int8)
+    return dict(
+        folder=folder,
+        model=model,
+        images=images,
+        batches=batches,
+        openvino_fp32=openvino_fp32,
+        openvino_int8=openvino_int8,
+    )
 
 
 def relu_outputs(model, images) -> torch.Tensor:
@@ -42,8 +48,10 @@ def relu_outputs(model, images) -> torch.Tensor:
 @torch.no_grad()
 def test_fp32_onnx_equals_pytorch_in_both_runtimes(built):
     expected = built["model"](built["images"])
-    for runtime in (deploy.OnnxRuntimeModel(built["folder"] / "fp32.onnx"),
-                    deploy.OpenVinoModel(built["openvino_fp32"], precision="f32")):
+    for runtime in (
+        deploy.OnnxRuntimeModel(built["folder"] / "fp32.onnx"),
+        deploy.OpenVinoModel(built["openvino_fp32"], precision="f32"),
+    ):
         for batch in (built["images"][:1], built["images"]):  # the batch size is dynamic
             assert torch.allclose(runtime(batch), built["model"](batch), atol=1e-5, rtol=1e-5)
     assert expected.shape == (16, 3)
@@ -53,8 +61,10 @@ def test_fp32_onnx_equals_pytorch_in_both_runtimes(built):
 def test_int8_models_stay_close_to_fp32(built):
     expected = built["model"](built["images"])
     bound = 0.05 * expected.abs().max()  # 5% of the largest logit; 8-bit rounding of a few layers stays well inside
-    for runtime in (deploy.OnnxRuntimeModel(built["folder"] / "int8.onnx"),
-                    deploy.OpenVinoModel(built["openvino_int8"])):
+    for runtime in (
+        deploy.OnnxRuntimeModel(built["folder"] / "int8.onnx"),
+        deploy.OpenVinoModel(built["openvino_int8"]),
+    ):
         got = runtime(built["images"])
         assert (got - expected).abs().max() < bound
         assert not torch.equal(got, expected)  # quantized for real

@@ -57,10 +57,17 @@ def test_seed_everything_returns_a_generator_seeded_alike():
 def deprecation_warnings():
     """Warn as PyTorch 2.14 does (one of each kind the course silences), then once more with another message."""
     warnings.warn("torch.ao.quantization is deprecated and will be removed in 2.10.", DeprecationWarning, stacklevel=1)
-    warnings.warn("`torch.jit.script` is deprecated. Please switch to `torch.compile` or `torch.export`.",
-                  FutureWarning, stacklevel=1)
-    warnings.warn("torch.quantize_per_tensor, torch.quantize_per_channel and other quantized tensor creation "
-                  "functions that produce tensors with dtype torch.quint8 are deprecated", UserWarning, stacklevel=1)
+    warnings.warn(
+        "`torch.jit.script` is deprecated. Please switch to `torch.compile` or `torch.export`.",
+        FutureWarning,
+        stacklevel=1,
+    )
+    warnings.warn(
+        "torch.quantize_per_tensor, torch.quantize_per_channel and other quantized tensor creation "
+        "functions that produce tensors with dtype torch.quint8 are deprecated",
+        UserWarning,
+        stacklevel=1,
+    )
     warnings.warn("something else is deprecated", DeprecationWarning, stacklevel=1)
 
 

@@ -77,10 +77,14 @@ def test_student_copy_has_no_solutions_and_no_outputs(path):
 def test_student_copy_runs_and_only_its_checks_fail(path, tmp_path):
     original = json.loads(path.read_text())
     node = nbformat.from_dict(student_notebook(original))
-    NotebookClient(node, timeout=300, kernel_name="python3", allow_errors=True,
-                   resources={"metadata": {"path": str(path.parent)}}).execute()
-    errors = {i for i, cell in enumerate(node.cells) if cell.cell_type == "code"
-              and any(o.output_type == "error" for o in cell.outputs)}
+    NotebookClient(
+        node, timeout=300, kernel_name="python3", allow_errors=True, resources={"metadata": {"path": str(path.parent)}}
+    ).execute()
+    errors = {
+        i
+        for i, cell in enumerate(node.cells)
+        if cell.cell_type == "code" and any(o.output_type == "error" for o in cell.outputs)
+    }
     checks = {check for _, check in exercise_cells(original)}
     assert checks and errors == checks, "only the exercise checks may fail in a student copy"
     for index in checks:
@@ -91,8 +95,9 @@ def test_student_copy_runs_and_only_its_checks_fail(path, tmp_path):
 def test_write_student_copies(tmp_path):
     source = tmp_path / "src"
     source.mkdir()
-    (source / "a.ipynb").write_text(json.dumps(nbformat.v4.new_notebook(
-        cells=[nbformat.v4.new_code_cell(f"x = 1\n{BEGIN}\nx = 2\n{END}")])))
+    (source / "a.ipynb").write_text(
+        json.dumps(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(f"x = 1\n{BEGIN}\nx = 2\n{END}")]))
+    )
     written = write_student_copies(source, tmp_path / "out")
     assert [p.name for p in written] == ["a.ipynb"]
     assert "x = 2" not in written[0].read_text()

@@ -123,7 +123,7 @@ def test_large_tensor_bit_exact_across_blocks():
 
     x = torch.randn(2, qtutor.uniform.BLOCK + 1000, generator=torch.Generator().manual_seed(7)) * 3
     scale, zero_point = qparams(-4.0, 4.0)
-    x.view(-1)[qtutor.uniform.BLOCK - 3:qtutor.uniform.BLOCK + 3] = 0.5 * scale  # midpoints across a boundary
+    x.view(-1)[qtutor.uniform.BLOCK - 3 : qtutor.uniform.BLOCK + 3] = 0.5 * scale  # midpoints across a boundary
     reference = torch.quantize_per_tensor(x, scale.item(), zero_point.item(), torch.quint8).int_repr()
     assert quantize(x.t(), scale, zero_point).equal(reference.t())  # non-contiguous input too
     assert quantize(x, scale, zero_point).equal(reference)
@@ -213,8 +213,10 @@ BAD_QPARAMS = [
     (dict(min_val=-1.0, max_val=1.0, bits=1), "bits=1: expected a whole number from 2 to 16"),
     (dict(min_val=-1.0, max_val=1.0, bits=17), "bits=17: expected a whole number from 2 to 16"),
     (dict(min_val=-1.0, max_val=1.0, bits=8.0), "bits=8.0: expected a whole number"),
-    (dict(min_val=torch.tensor([0.0, 2.0]), max_val=torch.tensor([1.0, 1.0])),
-     "min_val=2.0 is above max_val=1.0 at channel 1"),
+    (
+        dict(min_val=torch.tensor([0.0, 2.0]), max_val=torch.tensor([1.0, 1.0])),
+        "min_val=2.0 is above max_val=1.0 at channel 1",
+    ),
     (dict(min_val=torch.zeros(2), max_val=torch.ones(3)), "expected two numbers or two 1-D tensors"),
 ]
 
@@ -279,14 +281,17 @@ def test_fake_quantize_per_group_is_per_channel_on_groups():
 
     w = torch.randn(6, 64, generator=torch.Generator().manual_seed(9)) * torch.logspace(-2, 0, 64)
     groups = w.reshape(-1, 16)
-    observer = torch.ao.quantization.PerChannelMinMaxObserver(ch_axis=0, dtype=torch.qint8,
-                                                              qscheme=torch.per_channel_symmetric)
+    observer = torch.ao.quantization.PerChannelMinMaxObserver(
+        ch_axis=0, dtype=torch.qint8, qscheme=torch.per_channel_symmetric
+    )
     observer(groups)
     scale, zero_point = observer.calculate_qparams()
     expected = torch.fake_quantize_per_channel_affine(groups, scale, zero_point.int(), 0, -128, 127).reshape(w.shape)
     assert fake_quantize_per_group(w, 16, bits=8).equal(expected)
     assert fake_quantize_per_group(w, 64, bits=4).equal(
-        fake_quantize(w, *qparams(*torch.aminmax(w, dim=1), bits=4, signed=True, symmetric=True), bits=4,
-                      signed=True, axis=0))
+        fake_quantize(
+            w, *qparams(*torch.aminmax(w, dim=1), bits=4, signed=True, symmetric=True), bits=4, signed=True, axis=0
+        )
+    )
     with pytest.raises(ValueError, match="group_size=48"):
         fake_quantize_per_group(w, 48)

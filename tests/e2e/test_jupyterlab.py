@@ -27,8 +27,15 @@ ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 SCREENSHOTS = ROOT / "build" / "e2e"
 CHROMIUM = os.environ.get("QTUTOR_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+]
 LOOPBACK = "127.0.0.1"
 PANEL = ".jp-NotebookPanel:not(.lm-mod-hidden) "  # the notebook on show
 TRACEBACK = "Traceback (most recent call last)"  # how an exception shows in a cell's output (stderr)
@@ -47,8 +54,9 @@ ALL_RUN_OR_FAILED = r"""panel => {
 SETTINGS = {
     "@jupyterlab/docmanager-extension/plugin.jupyterlab-settings": '{"autosave": false}',
     "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": '{"windowingMode": "none"}',
-    "@jupyterlab/apputils-extension/notification.jupyterlab-settings":
-        '{"fetchNews": "false", "checkForUpdates": false}',
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": (
+        '{"fetchNews": "false", "checkForUpdates": false}'
+    ),
 }
 
 
@@ -87,16 +95,29 @@ def lab(tmp_path_factory):
         (home / "settings" / name).parent.mkdir(parents=True, exist_ok=True)
         (home / "settings" / name).write_text(text)
     port, token = free_port(), os.urandom(16).hex()
-    environment = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
-                   "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"), "JUPYTER_RUNTIME_DIR": str(home / "runtime")}
-    command = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--ServerApp.ip={LOOPBACK}",
-               f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-               f"--ServerApp.root_dir={notebooks}", "--LabApp.news_url=None",
-               "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", "--LabApp.extension_manager=readonly",
-               "--ServerApp.allow_root=True"]
+    environment = {
+        **os.environ,
+        "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
+        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        f"--ServerApp.ip={LOOPBACK}",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={notebooks}",
+        "--LabApp.news_url=None",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        "--LabApp.extension_manager=readonly",
+        "--ServerApp.allow_root=True",
+    ]
     log = (home / "server.log").open("w")
-    process = subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+    process = subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://{LOOPBACK}:{port}"
     try:
         wait_for_server(f"{url}/api/status?token={token}", process)
@@ -115,8 +136,10 @@ def lab(tmp_path_factory):
 def browser():
     """Headless Debian Chromium through Playwright; fails, never skips, when Chromium is missing."""
     if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
-        pytest.fail(f"Chromium not found at {CHROMIUM}: the browser test needs it. Install Debian's package "
-                    "(sudo apt-get install chromium; .ci/run does this) or set QTUTOR_CHROMIUM to a Chromium binary.")
+        pytest.fail(
+            f"Chromium not found at {CHROMIUM}: the browser test needs it. Install Debian's package "
+            "(sudo apt-get install chromium; .ci/run does this) or set QTUTOR_CHROMIUM to a Chromium binary."
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
@@ -147,7 +170,8 @@ class Session:
 
     def _only_loopback(self, route):
         if urlparse(route.request.url).hostname in (LOOPBACK, "localhost") or route.request.url.startswith(
-                ("data:", "blob:")):
+            ("data:", "blob:")
+        ):
             route.continue_()
         else:
             self.blocked.append(route.request.url)
@@ -246,8 +270,10 @@ def wait_for_redraw(widget, before: tuple[str, str], timeout_s: float = 30) -> t
 
 def numbers(text: str) -> dict[str, float]:
     """The numbers a widget's readout names ("scale 0.57  ·  zero-point 3  ·  MSE 0.02  ·  ..."), as floats."""
-    return {name.strip().lower(): float(value)
-            for name, value in re.findall(r"([A-Za-z][A-Za-z -]*?) (-?[\d.]+(?:e-?\d+)?)", text)}
+    return {
+        name.strip().lower(): float(value)
+        for name, value in re.findall(r"([A-Za-z][A-Za-z -]*?) (-?[\d.]+(?:e-?\d+)?)", text)
+    }
 
 
 def drag(page, handle, track, fraction: float) -> None:
@@ -336,11 +362,13 @@ WIDGET_NOTEBOOKS = [path.name for path in NOTEBOOKS if path.name < "06" or path.
 def test_concept_notebook_runs_with_every_widget_shown(session):
     """Notebooks 00-05 and 11 take seconds each: run them all and check every widget output became a live widget."""
     session.run_all(timeout_s=300)
-    explorers = session.notebook.locator(".jp-CodeCell", has=session.page.locator(".jp-InputArea",
-                                                                                 has_text="_explorer("))
+    explorers = session.notebook.locator(
+        ".jp-CodeCell", has=session.page.locator(".jp-InputArea", has_text="_explorer(")
+    )
     widgets = session.notebook.locator(".jp-OutputArea-output:has(> .jupyter-widgets) img.widget-image")
-    assert explorers.count() >= 1 and widgets.count() >= explorers.count(), \
+    assert explorers.count() >= 1 and widgets.count() >= explorers.count(), (
         f"{explorers.count()} explorer cells but {widgets.count()} widget pictures on the page"
+    )
     broken = session.notebook.locator(".jp-OutputArea-output", has_text="Error displaying widget")
     assert broken.count() == 0, broken.first.inner_text()
     session.page.wait_for_timeout(1000)

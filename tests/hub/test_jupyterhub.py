@@ -57,9 +57,11 @@ def proxy_binary() -> str:
     """configurable-http-proxy's path; fails (never skips) with what to install when it is missing."""
     found = os.environ.get("QTUTOR_CHP") or shutil.which("configurable-http-proxy")
     if not found or not os.access(found, os.X_OK):
-        pytest.fail(f"configurable-http-proxy not found ({found or 'not on PATH'}): the hub test needs JupyterHub's "
-                    "proxy. Install it with "
-                    "`npm install -g configurable-http-proxy` (.ci/run does this) or set QTUTOR_CHP to its path.")
+        pytest.fail(
+            f"configurable-http-proxy not found ({found or 'not on PATH'}): the hub test needs JupyterHub's "
+            "proxy. Install it with "
+            "`npm install -g configurable-http-proxy` (.ci/run does this) or set QTUTOR_CHP to its path."
+        )
     return found
 
 
@@ -67,17 +69,17 @@ def hub_config(folder: Path, ports: dict[str, int]) -> str:
     """jupyterhub_config.py for a loopback-only hub whose students live under ``folder``/home."""
     singleuser = Path(sys.executable).parent / "jupyterhub-singleuser"
     return f"""
-c.JupyterHub.bind_url = "http://{LOOPBACK}:{ports['public']}"
-c.JupyterHub.hub_bind_url = "http://{LOOPBACK}:{ports['hub']}"
-c.ConfigurableHTTPProxy.api_url = "http://{LOOPBACK}:{ports['proxy_api']}"
+c.JupyterHub.bind_url = "http://{LOOPBACK}:{ports["public"]}"
+c.JupyterHub.hub_bind_url = "http://{LOOPBACK}:{ports["hub"]}"
+c.ConfigurableHTTPProxy.api_url = "http://{LOOPBACK}:{ports["proxy_api"]}"
 c.ConfigurableHTTPProxy.command = [{proxy_binary()!r}]
-c.ConfigurableHTTPProxy.pid_file = {str(folder / 'proxy.pid')!r}
-c.JupyterHub.db_url = "sqlite:///{folder / 'jupyterhub.sqlite'}"
-c.JupyterHub.cookie_secret_file = {str(folder / 'cookie_secret')!r}
+c.ConfigurableHTTPProxy.pid_file = {str(folder / "proxy.pid")!r}
+c.JupyterHub.db_url = "sqlite:///{folder / "jupyterhub.sqlite"}"
+c.JupyterHub.cookie_secret_file = {str(folder / "cookie_secret")!r}
 c.JupyterHub.authenticator_class = "dummy"
 c.Authenticator.allowed_users = {set(STUDENTS)!r}
 c.JupyterHub.spawner_class = "simple"
-c.SimpleLocalProcessSpawner.home_dir_template = {str(folder / 'home' / '{username}')!r}
+c.SimpleLocalProcessSpawner.home_dir_template = {str(folder / "home" / "{username}")!r}
 c.Spawner.cmd = [{str(singleuser)!r}]
 c.Spawner.args = ["--ServerApp.allow_root=True"]  # CI runs as root; no effect otherwise
 c.Spawner.ip = "{LOOPBACK}"
@@ -172,12 +174,19 @@ def hub(tmp_path_factory):
     ports = {name: free_port() for name in ("public", "hub", "proxy_api")}
     (folder / "jupyterhub_config.py").write_text(hub_config(folder, ports))
     log = (folder / "jupyterhub.log").open("w")
-    environment = {**os.environ,
-                   "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-                   "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    process = subprocess.Popen([sys.executable, "-m", "jupyterhub", "-f", str(folder / "jupyterhub_config.py")],
-                               cwd=folder, env=environment, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
+    environment = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jupyterhub", "-f", str(folder / "jupyterhub_config.py")],
+        cwd=folder,
+        env=environment,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://{LOOPBACK}:{ports['public']}"
     sampler, started = None, []
     try:
@@ -214,9 +223,12 @@ class Student:
 
     def request_token(self) -> None:
         """An API token of this student's own, asked for with the login cookie (as the hub's token page does)."""
-        response = self.http.post(f"{self.url}/hub/api/users/{self.name}/tokens", json={"note": "hub test",
-                                  "expires_in": 3600}, headers={"X-XSRFToken": self.http.cookies.get("_xsrf", "")},
-                                  timeout=HTTP_TIMEOUT)
+        response = self.http.post(
+            f"{self.url}/hub/api/users/{self.name}/tokens",
+            json={"note": "hub test", "expires_in": 3600},
+            headers={"X-XSRFToken": self.http.cookies.get("_xsrf", "")},
+            timeout=HTTP_TIMEOUT,
+        )
         response.raise_for_status()
         self.token = response.json()["token"]
 
@@ -233,6 +245,7 @@ class Student:
         def ready():
             servers = self.api("GET", f"/hub/api/users/{self.name}").json().get("servers", {})
             return servers.get("", {}).get("ready")
+
         wait_for(ready, SPAWN_TIMEOUT, f"{self.name}'s server to be ready")
 
     def server(self, method: str, path: str, **kwargs) -> requests.Response:
@@ -244,8 +257,11 @@ class Student:
         query = f"repo={quote(repository, safe='')}&branch=main&targetpath=qtutor"
         response = self.server("GET", f"git-pull/api?{query}", stream=True)
         response.raise_for_status()
-        events = [json.loads(line[len("data: "):]) for line in response.iter_lines(decode_unicode=True)
-                  if line.startswith("data: ")]
+        events = [
+            json.loads(line[len("data: ") :])
+            for line in response.iter_lines(decode_unicode=True)
+            if line.startswith("data: ")
+        ]
         assert events and events[-1].get("phase") == "finished", f"nbgitpuller for {self.name}: {events[-3:]}"
         return events
 
@@ -257,13 +273,15 @@ class Student:
         opened = self.server("GET", f"api/contents/{quote(path)}")
         opened.raise_for_status()
         cells = [cell for cell in opened.json()["content"]["cells"] if cell["cell_type"] == "code"]
-        session = self.server("POST", "api/sessions", json={"path": path, "type": "notebook", "name": "",
-                                                            "kernel": {"name": "python3"}})
+        session = self.server(
+            "POST", "api/sessions", json={"path": path, "type": "notebook", "name": "", "kernel": {"name": "python3"}}
+        )
         session.raise_for_status()
         kernel = session.json()["kernel"]["id"]
         socket_url = self.url.replace("http://", "ws://") + f"/user/{self.name}/api/kernels/{kernel}/channels"
-        channel = websocket.create_connection(socket_url, header=[f"Authorization: token {self.token}"],
-                                              timeout=CELL_TIMEOUT)
+        channel = websocket.create_connection(
+            socket_url, header=[f"Authorization: token {self.token}"], timeout=CELL_TIMEOUT
+        )
         try:
             return [execute(channel, "".join(cell["source"])) for cell in cells]
         finally:
@@ -277,12 +295,32 @@ def execute(channel: websocket.WebSocket, code: str) -> list[dict]:
     Outputs are the stream, result, display and error messages the request caused, as dicts with a "type".
     """
     message_id, outputs = uuid.uuid4().hex, []
-    channel.send(json.dumps({
-        "header": {"msg_id": message_id, "msg_type": "execute_request", "username": "", "session": "hub-test",
-                   "version": "5.3", "date": ""},
-        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-        "content": {"code": code, "silent": False, "store_history": True, "user_expressions": {},
-                    "allow_stdin": False, "stop_on_error": True}}))
+    channel.send(
+        json.dumps(
+            {
+                "header": {
+                    "msg_id": message_id,
+                    "msg_type": "execute_request",
+                    "username": "",
+                    "session": "hub-test",
+                    "version": "5.3",
+                    "date": "",
+                },
+                "parent_header": {},
+                "metadata": {},
+                "channel": "shell",
+                "buffers": [],
+                "content": {
+                    "code": code,
+                    "silent": False,
+                    "store_history": True,
+                    "user_expressions": {},
+                    "allow_stdin": False,
+                    "stop_on_error": True,
+                },
+            }
+        )
+    )
     while True:
         frame = channel.recv()
         if isinstance(frame, bytes):  # a message with binary buffers: the widgets' image data, never a status
@@ -332,9 +370,13 @@ def test_each_student_runs_notebook_01_through_the_hub(students, hub):
         printed = "".join(o.get("text", "") for cell in outputs for o in cell if o["type"] == "stream")
         assert printed.count("passed") >= 2, f"{student.name}: the exercise checks did not pass: {printed[-500:]}"
     REPORT.parent.mkdir(parents=True, exist_ok=True)
-    report = {"notebook": NOTEBOOK, "notebook runs s": round(time.monotonic() - start, 1),
-              "peak memory per student": {name: {key: round(value) for key, value in peak.items()}
-                                          for name, peak in hub[2].peak.items()}}
+    report = {
+        "notebook": NOTEBOOK,
+        "notebook runs s": round(time.monotonic() - start, 1),
+        "peak memory per student": {
+            name: {key: round(value) for key, value in peak.items()} for name, peak in hub[2].peak.items()
+        },
+    }
     REPORT.write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report))
     for name, peak in hub[2].peak.items():
@@ -344,8 +386,11 @@ def test_each_student_runs_notebook_01_through_the_hub(students, hub):
 def test_each_student_sees_only_their_own_files(students, hub):
     home = hub[1] / "home"
     for student in students:
-        note = student.server("PUT", f"api/contents/{student.name}-notes.txt",
-                              json={"type": "file", "format": "text", "content": f"{student.name}'s notes"})
+        note = student.server(
+            "PUT",
+            f"api/contents/{student.name}-notes.txt",
+            json={"type": "file", "format": "text", "content": f"{student.name}'s notes"},
+        )
         assert note.status_code == 201, f"{student.name}: saving a file answered {note.status_code}"
     for student, other in zip(students, reversed(students), strict=True):
         listing = {item["name"] for item in student.server("GET", "api/contents").json()["content"]}
