@@ -247,13 +247,15 @@ class ImageData:
     ) -> DataLoader:
         """The training split shuffled in an order fixed by ``seed``: batch after batch for calibration.
 
-        With ``subset``, only that many images (the first of the shuffled order), the same ones every call.
+        With ``subset``, only that many images (the first of the shuffled order). The order is drawn once,
+        here, so every pass over the loader gives the same batches, however it is iterated (a shuffling
+        DataLoader draws from its generator each time an iterator is made, and ``tqdm.auto`` makes one
+        eagerly, which silently changed the order).
         """
         dataset = self.split(split)
-        if subset is not None:
-            order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
-            dataset = torch.utils.data.Subset(dataset, order[:subset].tolist())
-        return DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
+        order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+        kept = order if subset is None else order[:subset]
+        return DataLoader(torch.utils.data.Subset(dataset, kept.tolist()), batch_size=batch_size, shuffle=False)
 
     def batch(self, count: int = 8, split: str = "test") -> torch.Tensor:
         """``count`` images spread evenly over a split (so over its classes, which ImageFolder sorts), as one batch."""

@@ -49,6 +49,17 @@ def test_calibration_order_is_fixed_by_the_seed(data):
     assert not torch.equal(first, next(iter(data.calibration_loader(seed=4)))[1])
 
 
+def test_calibration_order_does_not_depend_on_how_the_loader_is_iterated(data):
+    """tqdm.auto makes an iterator eagerly; a shuffling DataLoader would then give other batches (it did)."""
+    from tqdm.auto import tqdm
+
+    loader = data.calibration_loader(subset=16)
+    plain = [labels for _, labels in loader]
+    wrapped = [labels for _, labels in tqdm(loader, disable=True)]
+    assert all(torch.equal(a, b) for a, b in zip(plain, wrapped, strict=True))
+    assert sorted(torch.cat(plain).tolist()) != torch.cat(plain).tolist()  # still shuffled, not in folder order
+
+
 def test_image_data_reads_any_image_folder(tmp_path):
     for name in ("cat", "dog"):
         (tmp_path / "train" / name).mkdir(parents=True)
