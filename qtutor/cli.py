@@ -278,7 +278,10 @@ def _load_model(path, image_size: int):
         return _load_torchscript(path)
     from qtutor import deploy
 
-    model = deploy.load_onnx(path)
+    try:
+        model = deploy.load_onnx(path)
+    except InputError as error:  # deploy names the file; here the person typed it as --dst_model
+        raise InputError(str(error).replace(f"ONNX file {path}:", f"--dst_model {path}:", 1)) from None
     if model.image_size not in (None, image_size):
         raise InputError(
             f"--dst_model {path}: takes {model.image_size}x{model.image_size} images but the "
