@@ -269,10 +269,10 @@ def wait_for_redraw(widget, before: tuple[str, str], timeout_s: float = 30) -> t
 
 
 def numbers(text: str) -> dict[str, float]:
-    """The numbers a widget's readout names ("scale 0.57  ·  zero-point 3  ·  MSE 0.02  ·  ..."), as floats."""
+    """The numbers a widget's readout names, as floats: "scale 0.57  ·  zero-point 3" or "act_max=3.2  sqnr_db=22"."""
     return {
         name.strip().lower(): float(value)
-        for name, value in re.findall(r"([A-Za-z][A-Za-z -]*?) (-?[\d.]+(?:e-?\d+)?)", text)
+        for name, value in re.findall(r"([A-Za-z][\w -]*?)[ =](-?[\d.]+(?:e[-+]?\d+)?)", text)
     }
 
 
