@@ -163,13 +163,36 @@ def run(sizes: dict, sweeps) -> dict:
     return results
 
 
+INTERVAL = ["accuracy", "accuracy low", "accuracy high", "agreement", "KL"]
+# One Markdown table per sweep: (heading, results key, columns).
+TABLES = [
+    ("Calibration size and observer", "calibration", ["observer", "calibration images", "seed", *INTERVAL]),
+    ("Calibration gone wrong", "bad", ["calibration", *INTERVAL]),
+    (
+        "Weight and activation bits, three range choices (fake quantization)",
+        "bits",
+        ["weight_bits", "activation_bits", "observer", *INTERVAL],
+    ),
+    (
+        "Mixed precision: the k layers with the lowest own SQNR kept in FP32",
+        "mixed",
+        ["k", "kept in FP32", "accuracy", "agreement", "KL", "file MB", "batch 32 ms"],
+    ),
+    ("QAT against PTQ after the same fine-tuning", "qat", ["weight bits", "activation bits", "model", *INTERVAL]),
+]
+
+
 def markdown(info: dict, results: dict, sizes: dict, runs: list[dict]) -> str:
     """The results as a Markdown page, one table per sweep."""
-
-    def table(rows, columns, formats):
-        return ["```", text_table([{c: r.get(c, "-") for c in columns} for r in rows], formats), "```", ""]
-
-    estimate = {"accuracy": ".4f", "accuracy low": ".4f", "accuracy high": ".4f", "agreement": ".4f", "KL": ".2e"}
+    formats = {
+        "accuracy": ".4f",
+        "accuracy low": ".4f",
+        "accuracy high": ".4f",
+        "agreement": ".4f",
+        "KL": ".2e",
+        "file MB": ".2f",
+        "batch 32 ms": ".1f",
+    }
     commands = "; ".join(f"`{run['command']}` ({', '.join(run['sweeps'])}, {run['date']})" for run in runs)
     lines = [
         "# Notebooks 06 and 08 at full size",
@@ -182,36 +205,10 @@ def markdown(info: dict, results: dict, sizes: dict, runs: list[dict]) -> str:
         "",
         f"Sizes: `{sizes}`",
         "",
-        "## Calibration size and observer",
-        "",
     ]
-    lines += table(
-        results["calibration"],
-        ["observer", "calibration images", "seed", "accuracy", "accuracy low", "accuracy high", "agreement", "KL"],
-        estimate,
-    )
-    lines += ["## Calibration gone wrong", ""]
-    lines += table(
-        results["bad"], ["calibration", "accuracy", "accuracy low", "accuracy high", "agreement", "KL"], estimate
-    )
-    lines += ["## Weight and activation bits, three range choices (fake quantization)", ""]
-    lines += table(
-        results["bits"],
-        ["weight_bits", "activation_bits", "observer", "accuracy", "accuracy low", "accuracy high", "agreement", "KL"],
-        estimate,
-    )
-    lines += ["## Mixed precision: the k layers with the lowest own SQNR kept in FP32", ""]
-    lines += table(
-        results["mixed"],
-        ["k", "kept in FP32", "accuracy", "agreement", "KL", "file MB", "batch 32 ms"],
-        estimate | {"file MB": ".2f", "batch 32 ms": ".1f"},
-    )
-    lines += ["## QAT against PTQ after the same fine-tuning", ""]
-    lines += table(
-        results["qat"],
-        ["weight bits", "activation bits", "model", "accuracy", "accuracy low", "accuracy high", "agreement", "KL"],
-        estimate,
-    )
+    for heading, key, columns in TABLES:
+        rows = [{c: r.get(c, "-") for c in columns} for r in results[key]]
+        lines += [f"## {heading}", "", "```", text_table(rows, formats), "```", ""]
     return "\n".join(lines)
 
 
