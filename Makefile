@@ -22,9 +22,9 @@ lab: $(STAMP)  ## open the course in JupyterLab
 test: $(STAMP)  ## lint (seconds), unit tests (nbgrader too), every notebook under nbval (strict), the browser test, the JupyterHub test
 	$(VENV)/bin/ruff check qtutor tests benchmarks tools
 	$(VENV)/bin/ruff format --check qtutor tests benchmarks tools
-	$(PY) -m pytest --doctest-modules -m "not e2e and not hub" tests qtutor
+	$(PY) -m pytest -n auto --dist loadfile --doctest-modules -m "not e2e and not hub" tests qtutor
 	$(PY) -m pytest --nbval notebooks
-	$(PY) -m pytest -m e2e tests/e2e
+	$(PY) -m pytest -n 2 -m e2e tests/e2e
 	$(PY) -m pytest -m hub tests/hub
 
 lint: $(STAMP)  ## only the lint stage: ruff check and ruff format --check (pinned in pyproject.toml; [tool.ruff] there)
@@ -32,7 +32,7 @@ lint: $(STAMP)  ## only the lint stage: ruff check and ruff format --check (pinn
 	$(VENV)/bin/ruff format --check qtutor tests benchmarks tools
 
 e2e: $(STAMP)  ## only the browser test: JupyterLab in headless Chromium (needs `apt-get install chromium`)
-	$(PY) -m pytest -m e2e tests/e2e
+	$(PY) -m pytest -n 2 -m e2e tests/e2e
 
 hub: $(STAMP)  ## only the JupyterHub test: two students on a local hub (needs `npm install -g configurable-http-proxy`)
 	$(PY) -m pytest -m hub tests/hub

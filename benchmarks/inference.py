@@ -3,7 +3,7 @@
     python benchmarks/inference.py [--sizes 224 64] [--batches 1 16] [--repeats 15] [--threads 2]
                                    [--variants fp32 fp32_compiled fx_int8 pt2e_int8_compiled bf16 fp16 ort_fp32
                                                ort_int8 openvino_fp32 openvino_fp32_default openvino_int8]
-                                   [--random-weights] [--out benchmarks/results]
+                                   [--random-weights | --small] [--out benchmarks/results]
 
 For each image size the course's DenseNet-121 (trained on the bundled digits at 64x64, shipped in data/models/;
 at other sizes the same weights run for speed and size only) is turned into each variant:
@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 
 import torch
+import torchvision
 from torch.utils.data import DataLoader
 
 from qtutor import deploy, pt2e, ptq
@@ -86,10 +87,17 @@ WELL_TRAINED = 0.95  # below this FP32 test accuracy, an INT8-minus-FP32 differe
 HALF_FLAGS = {"bf16": {"avx512_bf16", "amx_bf16"}, "fp16": {"avx512_fp16", "amx_fp16"}}
 
 
-def float_model(random_weights: bool) -> tuple[torch.nn.Module, str]:
-    """The course's trained DenseNet-121 (shipped in data/models/), or a seeded random one."""
+def float_model(random_weights: bool, small: bool = False) -> tuple[torch.nn.Module, str]:
+    """The course's trained DenseNet-121 (shipped in data/models/), a seeded random one, or a seeded small one.
+
+    The small one has DenseNet-121's stem, growth rate (32) and bottleneck (4 x 32 channels) but two blocks of four
+    layers instead of four blocks of 6, 12, 24 and 16: every variant builds in seconds (tests/test_benchmarks.py).
+    """
+    torch.manual_seed(0)
+    if small:
+        model = torchvision.models.DenseNet(growth_rate=32, block_config=(4, 4), num_init_features=64, num_classes=10)
+        return model.eval(), "a small DenseNet (two blocks of four layers), random weights (seed 0)"
     if random_weights:
-        torch.manual_seed(0)
         return build_densenet(10).eval(), "random weights (seed 0)"
     return course_model(), f"the course model, trained on the bundled digits at {COURSE_IMAGE_SIZE}x{COURSE_IMAGE_SIZE}"
 
@@ -191,7 +199,7 @@ def latency_rows(models: dict, images: torch.Tensor, size: int, repeats: int) ->
 
 def size_rows(size: int, names: list[str], args, folder: Path) -> tuple[list[dict], list[dict], str]:
     """Build every variant at one image size; return its latency rows, its file/accuracy rows and the model note."""
-    model, origin = float_model(args.random_weights)
+    model, origin = float_model(args.random_weights, args.small)
     data = course_data(size)
     calibration = data.calibration_loader(batch_size=16)
     example = data.batch(2, split="train")
@@ -345,7 +353,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=VARIANTS)
-    parser.add_argument("--random-weights", action="store_true", help="a seeded untrained DenseNet (speed only)")
+    untrained = parser.add_mutually_exclusive_group()
+    untrained.add_argument("--random-weights", action="store_true", help="a seeded untrained DenseNet (speed only)")
+    untrained.add_argument("--small", action="store_true", help="a seeded untrained two-block DenseNet (a smoke test)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

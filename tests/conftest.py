@@ -5,6 +5,7 @@ once per run, instead of a DenseNet-121; tests about the course's real numbers l
 """
 
 import copy
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -14,6 +15,12 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from qtutor import ptq
 from qtutor.session import quietly, seed_everything
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers on two cores: one thread each (and in the notebooks and command lines they start), so neither
+    # waits on the other's spinning threads.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
@@ -97,3 +104,22 @@ def digits():
     from qtutor.data import course_data
 
     return course_data()
+
+
+def _only_checks_fail(executed, checks: set[int]) -> None:
+    """In an executed student copy, exactly the exercise checks ``checks`` (cell indices) raised, and as unanswered."""
+    errors = {
+        i
+        for i, cell in enumerate(executed.cells)
+        if cell.cell_type == "code" and any(o.output_type == "error" for o in cell.outputs)
+    }
+    assert checks and errors == checks, f"only the exercise checks {sorted(checks)} may fail; {sorted(errors)} did"
+    for index in checks:
+        error = next(o for o in executed.cells[index].outputs if o.output_type == "error")
+        assert error.ename == "AssertionError" and "not answered yet" in error.evalue, (error.ename, error.evalue)
+
+
+@pytest.fixture(scope="session")
+def only_checks_fail():
+    """``only_checks_fail(executed notebook, check cell indices)``: fails unless exactly those cells raised."""
+    return _only_checks_fail

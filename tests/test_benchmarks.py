@@ -38,7 +38,7 @@ def test_inference_writes_its_tables(tmp_path):
         2,
         "--repeats",
         1,
-        "--random-weights",
+        "--small",
         "--variants",
         "fp32",
         "fx_int8",
@@ -58,6 +58,7 @@ def test_inference_writes_its_tables(tmp_path):
     assert "accuracy" not in files["fx_int8"]  # the model was trained at 64x64: at 32 only speed and size are measured
     page = (tmp_path / "inference.md").read_text()
     assert "INT8 (TorchScript) file at most 30% of FP32" in page and "run at 32x32 for speed and size only" in page
+    assert "a small DenseNet (two blocks of four layers)" in page
     assert "OpenVINO's default inference precision on this CPU is" in page
     assert "no INT8 accuracy was measured on a well-trained FP32 model" in page
 

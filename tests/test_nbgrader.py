@@ -130,24 +130,34 @@ def hand_out_and_collect(course: Path, stem: str, tmp_path: Path) -> str:
     return student_id
 
 
-def test_autograde_gives_full_points_to_the_solutions_and_zero_to_an_empty_submission(course, tmp_path):
-    submitted = {"solved": tagged_source, "unanswered": released}
-    for stem in AUTOGRADED:
-        for student, version in submitted.items():
-            folder = course / "submitted" / student / stem
-            folder.mkdir(parents=True)
-            nbformat.write(version(course, stem), folder / f"{stem}.ipynb")
+def test_autograde_gives_full_points_to_the_solutions_and_zero_to_an_empty_submission(
+    course, tmp_path, only_checks_fail
+):
+    """Notebook 01's solutions come through the exchange, 05's are placed in submitted/ directly.
+
+    The unanswered submissions are the student copies (the release), executed by autograde: only their checks may
+    fail (tests/test_student.py leaves these two to this test).
+    """
+    submissions = {("unanswered", stem): released for stem in AUTOGRADED} | {("solved", AUTOGRADED[1]): tagged_source}
+    for (student, stem), version in submissions.items():
+        folder = course / "submitted" / student / stem
+        folder.mkdir(parents=True)
+        nbformat.write(version(course, stem), folder / f"{stem}.ipynb")
     exchanged = hand_out_and_collect(course, AUTOGRADED[0], tmp_path)
+    solved = {AUTOGRADED[0]: exchanged, AUTOGRADED[1]: "solved"}
     nbgrader(course, "autograde", "*", "--force", timeout=900)
     stem = HIDDEN_IN[0]
-    graded = nbformat.read(course / "autograded" / "solved" / stem / f"{stem}.ipynb", as_version=4)
+    graded = nbformat.read(course / "autograded" / solved[stem] / stem / f"{stem}.ipynb", as_version=4)
     assert "### BEGIN HIDDEN TESTS" in nbformat.writes(graded), "autograde did not run the hidden tests"
+    for stem in AUTOGRADED:
+        unanswered = nbformat.read(course / "autograded" / "unanswered" / stem / f"{stem}.ipynb", as_version=4)
+        only_checks_fail(unanswered, {check for _, check, _ in exercises(tagged_source(course, stem))})
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}", "qtutor") as gradebook:
         for stem in AUTOGRADED:
             checks = len(exercises(tagged_source(course, stem)))
             scores = {
                 student: gradebook.find_submission_notebook(stem, stem, student)
-                for student in [*submitted, *([exchanged] if stem == AUTOGRADED[0] else [])]
+                for student in ("unanswered", solved[stem])
             }
             assert all(notebook.max_score == checks >= 2 for notebook in scores.values())
             unanswered = scores["unanswered"].score
