@@ -3,20 +3,12 @@
 The core API (notebook 01) is exported here and matches PyTorch's kernels bit for bit::
 
     from qtutor import qparams, quantize, dequantize, fake_quantize
+
+They are imported from :mod:`qtutor.uniform` on first use, so ``import qtutor`` alone does not load PyTorch: the
+command line answers ``--help`` and a bad flag in a fraction of a second.
 """
 
-from qtutor.uniform import (
-    MAX_BITS,
-    MIN_BITS,
-    dequantize,
-    fake_quantize,
-    integer_dtype,
-    mse,
-    qparams,
-    qrange,
-    quantize,
-    sqnr_db,
-)
+import importlib
 
 __version__ = "0.1.0"
 
@@ -32,3 +24,16 @@ __all__ = [
     "quantize",
     "sqnr_db",
 ]
+
+
+def __getattr__(name: str):
+    """The core API, imported from :mod:`qtutor.uniform` the first time one of its names is asked for."""
+    if name in __all__:
+        value = getattr(importlib.import_module("qtutor.uniform"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'qtutor' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -316,6 +316,13 @@ def test_bad_command_line_is_one_line_exit_2():
         assert "Traceback" not in result.stderr
 
 
+def test_the_command_line_parses_its_flags_without_loading_pytorch():
+    """--help and a bad flag answer at once: qtutor and its command line import PyTorch only where a task needs it."""
+    code = "import sys, qtutor.cli; assert 'torch' not in sys.modules; qtutor.quantize; assert 'torch' in sys.modules"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
 def test_help_has_an_example_for_each_task():
     result = subprocess.run([sys.executable, "-m", "qtutor", "--help"], capture_output=True, text=True)
     assert result.returncode == 0
