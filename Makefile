@@ -22,7 +22,7 @@ lab: $(STAMP)  ## open the course in JupyterLab
 test: $(STAMP)  ## lint (seconds), unit tests (nbgrader too), every notebook under nbval (strict), the browser test, the JupyterHub test
 	$(VENV)/bin/ruff check qtutor tests benchmarks tools
 	$(VENV)/bin/ruff format --check qtutor tests benchmarks tools
-	$(PY) -m pytest -n auto --dist loadfile --doctest-modules -m "not e2e and not hub" tests qtutor
+	$(PY) -m pytest -n auto --dist loadfile --no-loadscope-reorder --doctest-modules -m "not e2e and not hub" tests qtutor
 	$(PY) -m pytest --nbval notebooks
 	$(PY) -m pytest -n 2 -m e2e tests/e2e
 	$(PY) -m pytest -m hub tests/hub
