@@ -91,13 +91,14 @@ def float_model(random_weights: bool, small: bool = False) -> tuple[torch.nn.Mod
     """The course's trained DenseNet-121 (shipped in data/models/), a seeded random one, or a seeded small one.
 
     The small one has DenseNet-121's stem, growth rate (32) and bottleneck (4 x 32 channels) but two blocks of four
-    layers instead of four blocks of 6, 12, 24 and 16: every variant builds in seconds (tests/test_benchmarks.py).
+    layers instead of four blocks of 6, 12, 24 and 16: each variant builds in seconds (tests/test_benchmarks.py).
     """
-    torch.manual_seed(0)
     if small:
+        torch.manual_seed(0)
         model = torchvision.models.DenseNet(growth_rate=32, block_config=(4, 4), num_init_features=64, num_classes=10)
         return model.eval(), "a small DenseNet (two blocks of four layers), random weights (seed 0)"
     if random_weights:
+        torch.manual_seed(0)
         return build_densenet(10).eval(), "random weights (seed 0)"
     return course_model(), f"the course model, trained on the bundled digits at {COURSE_IMAGE_SIZE}x{COURSE_IMAGE_SIZE}"
 

@@ -8,7 +8,7 @@ They are imported from :mod:`qtutor.uniform` on first use, so ``import qtutor`` 
 command line answers ``--help`` and a bad flag in a fraction of a second.
 """
 
-import importlib
+import importlib as _importlib
 
 __version__ = "0.1.0"
 
@@ -29,11 +29,11 @@ __all__ = [
 def __getattr__(name: str):
     """The core API, imported from :mod:`qtutor.uniform` the first time one of its names is asked for."""
     if name in __all__:
-        value = getattr(importlib.import_module("qtutor.uniform"), name)
+        value = getattr(_importlib.import_module("qtutor.uniform"), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'qtutor' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+    return sorted({*(name for name in globals() if not name.startswith("_")), *__all__, "__version__"})

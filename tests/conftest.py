@@ -17,8 +17,9 @@ from qtutor import ptq
 from qtutor.session import quietly, seed_everything
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    # Two workers on two cores: one thread each (and in the notebooks and command lines they start), so neither
-    # waits on the other's spinning threads.
+    # Workers share the cores (make test: -n auto for the unit tests, -n 2 for the browser test): one thread each,
+    # and in what they start (notebook kernels, command lines, JupyterLab and its kernels), so no worker waits on
+    # another's spinning threads. ONNX Runtime and OpenVINO sessions take torch's thread count (qtutor.deploy).
     os.environ["OMP_NUM_THREADS"] = "1"
     torch.set_num_threads(1)
 

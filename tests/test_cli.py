@@ -316,11 +316,27 @@ def test_bad_command_line_is_one_line_exit_2():
         assert "Traceback" not in result.stderr
 
 
-def test_the_command_line_parses_its_flags_without_loading_pytorch():
+CHECK_NO_TORCH = """
+import sys
+from qtutor.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as stop:
+    code = stop.code
+assert "torch" not in sys.modules, "the command line loaded PyTorch"
+import qtutor
+qtutor.quantize  # the core API arrives on first use
+assert "torch" in sys.modules
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["--task", "dance"], ["--task", "predict", "--image_size", "big"]])
+def test_the_command_line_parses_its_flags_without_loading_pytorch(argv):
     """--help and a bad flag answer at once: qtutor and its command line import PyTorch only where a task needs it."""
-    code = "import sys, qtutor.cli; assert 'torch' not in sys.modules; qtutor.quantize; assert 'torch' in sys.modules"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    result = subprocess.run([sys.executable, "-c", CHECK_NO_TORCH, *argv], capture_output=True, text=True)
+    assert result.returncode == (0 if argv == ["--help"] else 2), result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_help_has_an_example_for_each_task():
