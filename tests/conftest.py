@@ -1,7 +1,9 @@
 """What every test shares: a fixed seed, the course's warning filters, and the tiny models plumbing tests run on.
 
-Tests about plumbing (FX, eager, PT2E flows, numeric-suite helpers, exercise checks) use these tiny networks, built
-once per run, instead of a DenseNet-121; tests about the course's real numbers load the shipped model.
+Tests about plumbing (FX, eager, PT2E flows, numeric-suite helpers, exercise checks) use these tiny networks
+(tests/tiny.py), built once per run, instead of a DenseNet-121; tests about the course's real numbers load the shipped
+model. This file imports no PyTorch at the top: the browser and hub tests load it too, and their workers never need
+PyTorch (importing it, torchvision and qtutor costs each process about 5 s of CPU).
 """
 
 import copy
@@ -9,19 +11,13 @@ import os
 from types import SimpleNamespace
 
 import pytest
-import torch
-import torchvision
-from torch.utils.data import DataLoader, TensorDataset
-
-from qtutor import ptq
-from qtutor.session import quietly, seed_everything
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # Workers share the cores (make test: -n auto for the unit tests, -n 2 for the browser test): one thread each,
     # and in what they start (notebook kernels, command lines, JupyterLab and its kernels), so no worker waits on
-    # another's spinning threads. ONNX Runtime and OpenVINO sessions take torch's thread count (qtutor.deploy).
+    # another's spinning threads. PyTorch, imported later, takes its thread count from OMP_NUM_THREADS (checked by
+    # test_session); ONNX Runtime and OpenVINO sessions take torch's (qtutor.deploy).
     os.environ["OMP_NUM_THREADS"] = "1"
-    torch.set_num_threads(1)
 
 
 # The test files that take longest, longest first: pytest-xdist (make test: -n auto --dist loadfile) hands files to
@@ -46,47 +42,28 @@ def pytest_collection_modifyitems(items):
 
 
 @pytest.fixture(autouse=True)
-def _seeded_and_quiet():
+def _seeded_and_quiet(request):
     """Each test starts from seed 0 (unseeded samples do not depend on run order), with the course's filters.
 
     The filters are qtutor.session.DEPRECATION_FILTERS, the ones the package and the command line apply:
-    any other warning still reaches pytest's summary.
+    any other warning still reaches pytest's summary. Browser and hub tests compute nothing in this process
+    (JupyterLab's kernels do): they are left alone, and their workers do not import PyTorch.
     """
+    if request.node.get_closest_marker("e2e") or request.node.get_closest_marker("hub"):
+        yield
+        return
+    from qtutor.session import quietly, seed_everything
+
     seed_everything(0)
     with quietly():
         yield
 
 
-class TinyDense(torch.nn.Module):
-    """A stem, one 'dense layer' whose output is concatenated with its input, and a classifier."""
-
-    def __init__(self):
-        super().__init__()
-        self.stem = torch.nn.Conv2d(3, 4, 3, padding=1)
-        self.relu = torch.nn.ReLU()
-        self.layer = torch.nn.Conv2d(4, 4, 3, padding=1)
-        self.pool = torch.nn.AdaptiveAvgPool2d(1)
-        self.classifier = torch.nn.Linear(8, 2)
-
-    def forward(self, x):
-        x = self.relu(self.stem(x))
-        x = torch.cat([x, self.layer(x)], 1)
-        return self.classifier(torch.flatten(self.pool(x), 1))
-
-
-def images(count: int, size: int = 8, seed: int = 0) -> torch.Tensor:
-    """``count`` random 3-channel ``size`` x ``size`` images, the same for the same seed."""
-    return torch.randn(count, 3, size, size, generator=torch.Generator().manual_seed(seed))
-
-
-def loader(batch: torch.Tensor, batch_size: int = 4) -> DataLoader:
-    """``batch`` as a calibration loader (labels all 0), in order."""
-    return DataLoader(TensorDataset(batch, torch.zeros(len(batch), dtype=torch.long)), batch_size=batch_size)
-
-
 @pytest.fixture(scope="session")
 def tiny_dense():
-    """Builds :class:`TinyDense` in eval mode with the weights ``seed`` gives (the same ones on every call)."""
+    """Builds tests/tiny.py's TinyDense in eval mode with the weights ``seed`` gives (the same ones on every call)."""
+    import torch
+    from tiny import TinyDense
 
     def build(seed: int = 0) -> TinyDense:
         with torch.random.fork_rng():
@@ -98,10 +75,14 @@ def tiny_dense():
 
 @pytest.fixture(scope="session")
 def tiny_fx(tiny_dense):
-    """:class:`TinyDense`, 16 images, and its FX INT8 model: prepared, calibrated on 4 batches of 4, converted.
+    """TinyDense, 16 images, and its FX INT8 model: prepared, calibrated on 4 batches of 4, converted.
 
     Shared by every test module that needs a converted model to read: do not modify it.
     """
+    from tiny import images, loader
+
+    from qtutor import ptq
+
     model, batch = tiny_dense(), images(16)
     prepared = ptq.prepare(model, (batch[:1],))
     ptq.calibrate(prepared, loader(batch), batches=None, progress=False)
@@ -111,6 +92,10 @@ def tiny_fx(tiny_dense):
 @pytest.fixture(scope="session")
 def tiny_densenet():
     """A torchvision DenseNet (DenseNet-121's class, two blocks of two layers), 16 32x32 images, and a loader."""
+    import torch
+    import torchvision
+    from tiny import images, loader
+
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = torchvision.models.DenseNet(

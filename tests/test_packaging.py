@@ -17,13 +17,17 @@ from qtutor.errors import MissingDataError
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Run from the unpacked wheel alone: the course's data and the repository are nowhere on the path.
+# Run from the unpacked wheel alone: the course's data and the repository are nowhere on the path. `import qtutor`
+# loads no PyTorch (the command line answers --help and bad flags at once); the core API arrives on first use.
 IMPORT_FROM_WHEEL = """
 import sys
 sys.path.insert(0, sys.argv[1])
-import qtutor, qtutor.data, qtutor.errors, qtutor.uniform
+import qtutor
 assert qtutor.__file__.startswith(sys.argv[1]), qtutor.__file__
-print(qtutor.quantize(qtutor.uniform.torch.tensor([0.5]), 0.25, 0).tolist())  # the core needs no data
+assert "torch" not in sys.modules, "import qtutor loaded PyTorch"
+import torch
+print(qtutor.quantize(torch.tensor([0.5]), 0.25, 0).tolist())  # the core needs no data
+import qtutor.data, qtutor.errors
 try:
     qtutor.data.course_data()
 except qtutor.errors.MissingDataError as error:
