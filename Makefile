@@ -8,6 +8,11 @@ LAB_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
 .PHONY: lab test lint e2e hub bench demo student assignments notebooks clean
 
+# pytest plugins a stage does not use, left unloaded: nbval (the notebook stage's; it imports nbformat and
+# jupyter_client) and anyio's cost each pytest process about 3 s of CPU, hypothesis's about 0.5 s (the unit tests use it).
+UNIT_PLUGINS := -p no:nbval -p no:anyio
+SERVER_PLUGINS := $(UNIT_PLUGINS) -p no:hypothesispytest
+
 # Create the virtual environment and install qtutor with its dev and instructor extras (again whenever
 # pyproject.toml changes): the tests run nbgrader and a JupyterHub.
 $(STAMP): pyproject.toml
@@ -22,20 +27,20 @@ lab: $(STAMP)  ## open the course in JupyterLab
 test: $(STAMP)  ## lint (seconds), unit tests (nbgrader too), every notebook under nbval (strict), the browser test, the JupyterHub test
 	$(VENV)/bin/ruff check qtutor tests benchmarks tools
 	$(VENV)/bin/ruff format --check qtutor tests benchmarks tools
-	$(PY) -m pytest -n auto --dist loadfile --no-loadscope-reorder --doctest-modules -m "not e2e and not hub" tests qtutor
+	$(PY) -m pytest $(UNIT_PLUGINS) -n auto --dist loadfile --no-loadscope-reorder --doctest-modules -m "not e2e and not hub" tests qtutor
 	$(PY) -m pytest --nbval notebooks
-	$(PY) -m pytest -n 2 -m e2e tests/e2e
-	$(PY) -m pytest -m hub tests/hub
+	$(PY) -m pytest $(SERVER_PLUGINS) -n 2 -m e2e tests/e2e
+	$(PY) -m pytest $(SERVER_PLUGINS) -m hub tests/hub
 
 lint: $(STAMP)  ## only the lint stage: ruff check and ruff format --check (pinned in pyproject.toml; [tool.ruff] there)
 	$(VENV)/bin/ruff check qtutor tests benchmarks tools
 	$(VENV)/bin/ruff format --check qtutor tests benchmarks tools
 
 e2e: $(STAMP)  ## only the browser test: JupyterLab in headless Chromium (needs `apt-get install chromium`)
-	$(PY) -m pytest -n 2 -m e2e tests/e2e
+	$(PY) -m pytest $(SERVER_PLUGINS) -n 2 -m e2e tests/e2e
 
 hub: $(STAMP)  ## only the JupyterHub test: two students on a local hub (needs `npm install -g configurable-http-proxy`)
-	$(PY) -m pytest -m hub tests/hub
+	$(PY) -m pytest $(SERVER_PLUGINS) -m hub tests/hub
 
 bench: $(STAMP)  ## every benchmark, one at a time (over an hour on 2 cores); tables in benchmarks/results/
 	$(PY) benchmarks/primitives.py

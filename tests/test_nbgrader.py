@@ -22,7 +22,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from nbgrader.api import Gradebook
 from test_student import AUTOGRADED  # tests/ is on sys.path: pytest's default import mode, no __init__.py there
 
 from qtutor.assignments import exercises, write_course
@@ -152,6 +151,8 @@ def test_autograde_gives_full_points_to_the_solutions_and_zero_to_an_empty_submi
     for stem in AUTOGRADED:
         unanswered = nbformat.read(course / "autograded" / "unanswered" / stem / f"{stem}.ipynb", as_version=4)
         only_checks_fail(unanswered, {check for _, check, _ in exercises(tagged_source(course, stem))})
+    from nbgrader.api import Gradebook  # here, not at the top: every worker imports this file, one runs it
+
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}", "qtutor") as gradebook:
         for stem in AUTOGRADED:
             checks = len(exercises(tagged_source(course, stem)))

@@ -40,7 +40,10 @@ CHROMIUM_FLAGS = [
 LOOPBACK = "127.0.0.1"
 PANEL = ".jp-NotebookPanel:not(.lm-mod-hidden) "  # the notebook on show
 TRACEBACK = "Traceback (most recent call last)"  # how an exception shows in a cell's output (stderr)
-# Conditions the page is polled for, each given the notebook panel's CSS selector.
+# Conditions the page is polled for, each given the notebook panel's CSS selector, every POLL_MS milliseconds
+# (Playwright's default polls on every animation frame, 60 times a second, each a walk over the whole notebook:
+# CPU the kernels and the other worker need).
+POLL_MS = 200
 ALL_CLEARED = r"""panel => [...document.querySelectorAll(panel + '.jp-CodeCell .jp-InputArea-prompt')]
                              .every(prompt => !/\d/.test(prompt.textContent))"""
 ALL_RUN_OR_FAILED = r"""([panel, upto]) => {
@@ -268,7 +271,7 @@ class Session(Recorder):
         A learner's Run > Run All Above Selected Cell, with the cell after it selected; nbval runs every cell.
         """
         self.menu("Edit", "Clear Outputs of All Cells")
-        self.page.wait_for_function(ALL_CLEARED, arg=PANEL)
+        self.page.wait_for_function(ALL_CLEARED, arg=PANEL, polling=POLL_MS)
         upto = 1 + self.page.evaluate(FIRST_CODE_CELL_WITH, [PANEL, through])
         assert upto > 0, f"no code cell contains {through!r}"
         cells = self.notebook.locator(".jp-Cell")
@@ -277,7 +280,7 @@ class Session(Recorder):
         else:
             cells.nth(upto).locator(".jp-InputPrompt").click()  # select the cell after it
             self.menu("Run", "Run All Above Selected Cell")
-        self.page.wait_for_function(ALL_RUN_OR_FAILED, arg=[PANEL, upto], timeout=timeout_s * 1000)
+        self.page.wait_for_function(ALL_RUN_OR_FAILED, arg=[PANEL, upto], timeout=timeout_s * 1000, polling=POLL_MS)
         failed = self.notebook.locator(".jp-OutputArea-output", has_text=TRACEBACK)
         assert failed.count() == 0, f"a cell raised: {failed.first.inner_text()[-2000:]}"
 
