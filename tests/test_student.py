@@ -83,7 +83,12 @@ def test_student_copy_runs_and_only_its_checks_fail(path, only_checks_fail):
     original = json.loads(path.read_text())
     node = nbformat.from_dict(student_notebook(original))
     NotebookClient(
-        node, timeout=300, kernel_name="python3", allow_errors=True, resources={"metadata": {"path": str(path.parent)}}
+        node,
+        timeout=300,
+        kernel_name="python3",
+        allow_errors=True,
+        resources={"metadata": {"path": str(path.parent)}},
+        shutdown_kernel="immediate",  # every cell has run: the kernel is killed rather than asked (0.7 s saved)
     ).execute()
     only_checks_fail(node, {check for _, check in exercise_cells(original)})
 
