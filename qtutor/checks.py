@@ -167,9 +167,9 @@ def check_float16_value(float16_value) -> None:
     patterns += [p for p in random if (p >> 10) & 0x1F != 0x1F]  # no NaN patterns: NaN never equals NaN
     _verify(
         "float16_value",
-        lambda values: [float16_value(v) for v in values],
-        [(patterns,)],
-        lambda values: [_float16_reference(v) for v in values],
+        float16_value,
+        [(pattern,) for pattern in patterns],  # one case each: a wrong answer names its pattern
+        _float16_reference,
         hint="an all-zeros exponent field means no implicit leading 1, and its exponent is 1 - bias, "
         "not 0 - bias; an all-ones field with mantissa 0 is infinity; the sign applies to every case",
     )
