@@ -7,6 +7,8 @@ nothing leaks between widget redraws.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from matplotlib.figure import Figure
@@ -72,6 +74,17 @@ def draw_bit_layout(ax, value: float, dtype, label: str | None = None) -> None:
     ax.set_title(label or f"{value!r} as {str(dtype).replace('torch.', '')}", loc="left", fontsize=9)
 
 
+def _label_decades_apart(ax, linthresh: float, limit: float) -> None:
+    """Ticks at 0 and at +-10**k up to ``limit``, none within half a decade of ``linthresh`` (those would share the
+    axis's short linear stretch with 0) and every other decade from the largest down when a side has more than
+    three: otherwise their labels overlap."""
+    first, last = math.ceil(math.log10(linthresh) + 0.5), math.floor(math.log10(limit))
+    decades = [10.0**k for k in range(last, first - 1, -1)]
+    decades = sorted(decades[:: 1 if len(decades) <= 3 else 2])
+    if decades:
+        ax.set_xticks([-d for d in reversed(decades)] + [0.0] + decades)
+
+
 def plot_levels(ax, x, levels, *, title: str = "", max_lines: int = 64, symlog: bool = False) -> None:
     """Histogram of ``x`` with the quantizer's representable ``levels`` as vertical lines (or a rug).
 
@@ -84,7 +97,9 @@ def plot_levels(ax, x, levels, *, title: str = "", max_lines: int = 64, symlog: 
     bins = 120
     if symlog:
         nonzero = abs(levels[levels != 0])
-        ax.set_xscale("symlog", linthresh=float(nonzero.min()) if len(nonzero) else 1.0, linscale=0.5)
+        linthresh = float(nonzero.min()) if len(nonzero) else 1.0
+        ax.set_xscale("symlog", linthresh=linthresh, linscale=0.5)
+        _label_decades_apart(ax, linthresh, max(abs(values).max(), abs(levels).max()))
         transform = ax.xaxis.get_transform()
         ends = transform.transform([min(values.min(), levels.min()), max(values.max(), levels.max())])
         bins = transform.inverted().transform(np.linspace(ends[0], ends[1], bins + 1))

@@ -8,6 +8,7 @@ PyTorch (importing it, torchvision and qtutor costs each process about 5 s of CP
 
 import copy
 import os
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -16,8 +17,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # Workers share the cores (make test: -n auto for the unit tests, -n 2 for the browser test): one thread each,
     # and in what they start (notebook kernels, command lines, JupyterLab and its kernels), so no worker waits on
     # another's spinning threads. PyTorch, imported later, takes its thread count from OMP_NUM_THREADS (checked by
-    # test_session); ONNX Runtime and OpenVINO sessions take torch's (qtutor.deploy).
+    # test_harness); ONNX Runtime and OpenVINO sessions take torch's (qtutor.deploy).
     os.environ["OMP_NUM_THREADS"] = "1"
+    if "torch" in sys.modules:  # imported already (by a plugin, say): the variable would come too late
+        sys.modules["torch"].set_num_threads(1)
 
 
 # The test files that take longest, longest first: pytest-xdist (make test: -n auto --dist loadfile) hands files to

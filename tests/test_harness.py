@@ -36,3 +36,11 @@ def test_the_longest_files_named_in_conftest_exist():
     """A renamed file would silently drop out of LONGEST_FIRST and be handed to a worker last."""
     missing = [name for name in LONGEST_FIRST if not (TESTS / name).is_file()]
     assert not missing, f"conftest's LONGEST_FIRST names files that do not exist: {missing}"
+
+
+def test_this_worker_runs_pytorch_on_one_thread():
+    """Inside make test's workers themselves (a run without pytest-xdist has no worker to check)."""
+    import torch
+
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        assert torch.get_num_threads() == 1, f"a worker runs PyTorch on {torch.get_num_threads()} threads"

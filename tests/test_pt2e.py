@@ -1,9 +1,10 @@
-"""PT2E export quantization (qtutor.pt2e, notebook 09) on tests/tiny.py's TinyDense (convolutions, a concatenation, a
-linear classifier; no batch norm).
+"""PT2E export quantization (qtutor.pt2e, notebook 09) on tests/tiny.py's TinyDenseBN: convolutions, a batch norm
+that follows one (prepare_pt2e folds it), a concatenation, a linear classifier.
 
-No batch norm on purpose: whenever a graph holds one, torchao's convert_pt2e re-traces its QAT conv-BN folding
-patterns (qat_utils._fold_conv_bn_qat, 56 small exports: 16 s of a 17 s fixture on one thread here), although a
-post-training graph has none to fold. Notebook 09 quantizes DenseNet-121, batch norms and all, under nbval.
+No batch norm without a convolution before it: whenever a converted graph still holds one, torchao's convert_pt2e
+re-traces its QAT conv-BN folding patterns (qat_utils._fold_conv_bn_qat, 56 small exports: 16 s of a 17 s fixture
+on one thread here), although a post-training graph has none to fold. Notebook 09 quantizes DenseNet-121, whose
+batch norms mostly follow concatenations, under nbval.
 The converted model is built once for this module; a test that changes it works on a copy.
 """
 
@@ -12,16 +13,19 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from tiny import images, loader  # tests/ is on sys.path: pytest's default import mode
+from tiny import TinyDenseBN, images, loader  # tests/ is on sys.path: pytest's default import mode
 
 from qtutor import pt2e
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_dense):
-    """TinyDense, 16 32x32 images, and a loader of 4 batches of 4."""
+def tiny():
+    """TinyDenseBN (seeded), 16 32x32 images, and a loader of 4 batches of 4."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = TinyDenseBN().eval()
     batch = images(16, size=32)
-    return SimpleNamespace(model=tiny_dense(), images=batch, loader=loader(batch))
+    return SimpleNamespace(model=model, images=batch, loader=loader(batch))
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +37,7 @@ def test_pt2e_quantize_save_load(tiny, converted, tmp_path):
     model, images = tiny.model, tiny.images
     targets = {str(node.target) for node in converted.graph.nodes}
     assert any("quantize_per_tensor" in t for t in targets)
+    assert not any("batch_norm" in t for t in targets)  # folded into the stem by prepare_pt2e
     with torch.no_grad():
         assert (converted(images) - model(images)).abs().max() < 0.2
         pt2e.save(converted, images[:2], tmp_path / "tiny.pt2")

@@ -24,6 +24,28 @@ class TinyDense(torch.nn.Module):
         return self.classifier(torch.flatten(self.pool(x), 1))
 
 
+class TinyDenseBN(TinyDense):
+    """TinyDense with a batch norm between the stem and its ReLU, with running statistics of its own.
+
+    PT2E's prepare_pt2e folds it into the stem (test_pt2e). A batch norm with no convolution before it, as in
+    DenseNet, would make convert_pt2e re-trace its QAT folding patterns (see test_pt2e).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.norm = torch.nn.BatchNorm2d(4)
+        with torch.no_grad():
+            self.norm.running_mean.uniform_(-0.5, 0.5)
+            self.norm.running_var.uniform_(0.5, 2.0)
+            self.norm.weight.uniform_(0.5, 1.5)
+            self.norm.bias.uniform_(-0.2, 0.2)
+
+    def forward(self, x):
+        x = self.relu(self.norm(self.stem(x)))
+        x = torch.cat([x, self.layer(x)], 1)
+        return self.classifier(torch.flatten(self.pool(x), 1))
+
+
 def images(count: int, size: int = 8, seed: int = 0) -> torch.Tensor:
     """``count`` random 3-channel ``size`` x ``size`` images, the same for the same seed."""
     return torch.randn(count, 3, size, size, generator=torch.Generator().manual_seed(seed))
