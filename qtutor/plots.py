@@ -77,7 +77,9 @@ def draw_bit_layout(ax, value: float, dtype, label: str | None = None) -> None:
 def _label_decades_apart(ax, linthresh: float, limit: float) -> None:
     """Ticks at 0 and at +-10**k up to ``limit``, none within half a decade of ``linthresh`` (those would share the
     axis's short linear stretch with 0) and every other decade from the largest down when a side has more than
-    three: otherwise their labels overlap."""
+    three: otherwise their labels overlap. Nothing to place when every value is 0."""
+    if limit <= 0:
+        return
     first, last = math.ceil(math.log10(linthresh) + 0.5), math.floor(math.log10(limit))
     decades = [10.0**k for k in range(last, first - 1, -1)]
     decades = sorted(decades[:: 1 if len(decades) <= 3 else 2])

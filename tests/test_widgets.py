@@ -292,3 +292,11 @@ def test_qparams_figure_and_explorer():
     box = qparams_explorer(forms, ["conv", "other"])
     box.controls["layer"].value = "other"
     assert box.last_stats["a"]["output"].zero_point == 70
+
+
+def test_method_figure_draws_an_all_zero_tensor():
+    """The logarithmic axis has no decade to label when every value is 0: it must still draw."""
+    from qtutor.figures import method_figure
+
+    figure, _ = method_figure(torch.zeros(100), method="log", bits=4)
+    assert png(figure)
