@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import FormatStrFormatter
 
 from qtutor.formats import bit_fields
 
@@ -83,8 +84,10 @@ def _label_decades_apart(ax, linthresh: float, limit: float) -> None:
     first, last = math.ceil(math.log10(linthresh) + 0.5), math.floor(math.log10(limit))
     decades = [10.0**k for k in range(last, first - 1, -1)]
     decades = sorted(decades[:: 1 if len(decades) <= 3 else 2])
-    if decades:
-        ax.set_xticks([-d for d in reversed(decades)] + [0.0] + decades)
+    if not decades:  # the values end within half a decade of the linear stretch: 0 and one rounded value a side
+        decades = [float(f"{limit:.1g}")]
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.set_xticks([-d for d in reversed(decades)] + [0.0] + decades)
 
 
 def plot_levels(ax, x, levels, *, title: str = "", max_lines: int = 64, symlog: bool = False) -> None:
